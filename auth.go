@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lestrrat-go/httprc/v3"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/lestrrat-go/jwx/v3/jwt"
+)
+
+// Verifier checks Bearer tokens statelessly: HMAC tokens with the shared
+// secret, asymmetric ones (Better Auth's JWT plugin) with the keys published
+// at the JWKS URL. Each algorithm family is verified only with its own kind of
+// key, so "none" and HMAC-signed-with-a-public-key can never pass.
+type Verifier struct {
+	secret []byte    // nil: HMAC tokens are refused
+	jwks   *jwksKeys // nil: asymmetric tokens are refused
+	opts   []jwt.ParseOption
+}
+
+// errKeysUnavailable: the token needs a key from the JWKS, which could not be fetched.
+var errKeysUnavailable = errors.New("the signing keys could not be fetched from the JWKS URL")
+
+const maxTokenBytes = 8 << 10
+
+type verifierOptions struct {
+	Secret   []byte
+	JWKS     *jwksKeys
+	Issuer   string
+	Audience string
+	Leeway   time.Duration
+	Clock    func() time.Time // nil: time.Now
+}
+
+func newVerifier(o verifierOptions) *Verifier {
+	opts := []jwt.ParseOption{
+		jwt.WithValidate(true),
+		jwt.WithAcceptableSkew(o.Leeway),
+		jwt.WithRequiredClaim(jwt.ExpirationKey),
+	}
+	if o.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(o.Issuer))
+	}
+	if o.Audience != "" {
+		opts = append(opts, jwt.WithAudience(o.Audience))
+	}
+	if o.Clock != nil {
+		opts = append(opts, jwt.WithClock(jwt.ClockFunc(o.Clock)))
+	}
+	return &Verifier{secret: o.Secret, jwks: o.JWKS, opts: opts}
+}
+
+// tokenError is why a token was refused; its text goes to the client.
+type tokenError struct{ reason string }
+
+func (e *tokenError) Error() string { return e.reason }
+
+// Verify returns the token's subject, the user id.
+func (v *Verifier) Verify(ctx context.Context, token string) (string, error) {
+	if len(token) > maxTokenBytes || strings.Count(token, ".") != 2 {
+		return "", &tokenError{"The token is not a compact JWS."}
+	}
+	var keysErr error
+	provider := jws.KeyProviderFunc(func(ctx context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
+		keysErr = v.provideKeys(ctx, sink, sig)
+		return keysErr
+	})
+	opts := append(v.opts[:len(v.opts):len(v.opts)], jwt.WithKeyProvider(provider), jwt.WithContext(ctx))
+	tok, err := jwt.Parse([]byte(token), opts...)
+	if errors.Is(keysErr, errKeysUnavailable) {
+		return "", errKeysUnavailable
+	}
+	if err != nil {
+		return "", &tokenError{describeTokenError(err)}
+	}
+	sub, _ := tok.Subject()
+	if sub == "" || utf8.RuneCountInString(sub) > 255 || strings.ContainsRune(sub, 0) {
+		return "", &tokenError{"The token's sub must be a non-empty string of at most 255 characters."}
+	}
+	return sub, nil
+}
+
+func describeTokenError(err error) string {
+	switch {
+	case errors.Is(err, jwt.TokenExpiredError()):
+		return "The token has expired."
+	case errors.Is(err, jwt.TokenNotYetValidError()):
+		return "The token is not valid yet (nbf)."
+	case errors.Is(err, jwt.InvalidIssuedAtError()):
+		return "The token was issued in the future (iat)."
+	case errors.Is(err, jwt.InvalidIssuerError()):
+		return "The token's issuer is not accepted."
+	case errors.Is(err, jwt.InvalidAudienceError()):
+		return "The token's audience is not accepted."
+	case errors.Is(err, jwt.MissingRequiredClaimError()):
+		return "The token has no expiry (exp)."
+	case errors.Is(err, jwt.ValidateError()):
+		return "The token's claims are not valid."
+	}
+	return "The token's signature could not be verified."
+}
+
+// hmacAlgs and asymmetricAlgs are the algorithms accepted, each with the kind of key it needs.
+var (
+	hmacAlgs       = map[string]bool{"HS256": true, "HS384": true, "HS512": true}
+	asymmetricAlgs = map[string]func(jwk.Key) bool{
+		"EdDSA": keyOfType(jwa.OKP()),
+		"ES256": ecKeyOn(jwa.P256()),
+		"ES384": ecKeyOn(jwa.P384()),
+		"ES512": ecKeyOn(jwa.P521()),
+		"RS256": keyOfType(jwa.RSA()), "RS384": keyOfType(jwa.RSA()), "RS512": keyOfType(jwa.RSA()),
+		"PS256": keyOfType(jwa.RSA()), "PS384": keyOfType(jwa.RSA()), "PS512": keyOfType(jwa.RSA()),
+	}
+)
+
+func keyOfType(kt jwa.KeyType) func(jwk.Key) bool {
+	return func(k jwk.Key) bool { return k.KeyType() == kt }
+}
+
+func ecKeyOn(crv jwa.EllipticCurveAlgorithm) func(jwk.Key) bool {
+	return func(k jwk.Key) bool {
+		ec, ok := k.(jwk.ECDSAPublicKey)
+		if !ok {
+			return false
+		}
+		c, _ := ec.Crv()
+		return c == crv
+	}
+}
+
+// provideKeys offers the keys that may verify sig: the secret for HMAC
+// algorithms, matching JWKS keys (by kid, type and alg) for asymmetric ones.
+// A key published without "alg" is used for the header's algorithm when its
+// type fits it.
+func (v *Verifier) provideKeys(ctx context.Context, sink jws.KeySink, sig *jws.Signature) error {
+	alg, ok := sig.ProtectedHeaders().Algorithm()
+	if !ok {
+		return nil
+	}
+	name := alg.String()
+	if hmacAlgs[name] {
+		if len(v.secret) > 0 {
+			sink.Key(alg, v.secret)
+		}
+		return nil
+	}
+	fits, ok := asymmetricAlgs[name]
+	if !ok || v.jwks == nil {
+		return nil
+	}
+	kid, _ := sig.ProtectedHeaders().KeyID()
+	keys, err := v.jwks.find(ctx, kid)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if ka, ok := k.Algorithm(); ok && ka.String() != name {
+			continue
+		}
+		if fits(k) {
+			sink.Key(alg, k)
+		}
+	}
+	return nil
+}
+
+// jwksKeys keeps the JWKS through jwx's cache: refreshed in the background,
+// and on demand when a token names a kid it does not hold, at most once every
+// refreshGap so made-up kids cannot hammer the auth server. A failed fetch
+// keeps the last good keys.
+type jwksKeys struct {
+	url        string
+	cache      *jwk.Cache
+	res        *httprc.ResourceBase[jwk.Set]
+	refreshGap time.Duration
+	log        *slog.Logger
+
+	mu          sync.Mutex // serialises on-demand refreshes
+	lastRefresh time.Time
+}
+
+// newJWKSKeys registers url with a new cache bound to ctx. It does not wait
+// for the first fetch: the service starts even when the auth server is down.
+func newJWKSKeys(ctx context.Context, url string, every, refreshGap time.Duration, log *slog.Logger) (*jwksKeys, error) {
+	cache, err := jwk.NewCache(ctx, httprc.NewClient())
+	if err != nil {
+		return nil, fmt.Errorf("jwks cache: %w", err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	if err := cache.Register(ctx, url,
+		jwk.WithHTTPClient(client),
+		jwk.WithWaitReady(false),
+		jwk.WithConstantInterval(every), // periodic refresh, whatever the response's cache headers say
+		jwk.WithMinInterval(refreshGap), // after a failed fetch, retry this soon
+	); err != nil {
+		return nil, fmt.Errorf("jwks cache: register %s: %w", url, err)
+	}
+	res, err := cache.LookupResource(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("jwks cache: %w", err)
+	}
+	return &jwksKeys{url: url, cache: cache, res: res, refreshGap: refreshGap, log: log}, nil
+}
+
+// find returns the keys that may have signed a token with this kid (all keys
+// when the token names none), refreshing once when the kid is unknown.
+func (k *jwksKeys) find(ctx context.Context, kid string) ([]jwk.Key, error) {
+	if keys := lookupKeys(k.res.Resource(), kid); len(keys) > 0 {
+		return keys, nil
+	}
+	set := k.refresh(ctx)
+	if set == nil {
+		return nil, errKeysUnavailable
+	}
+	return lookupKeys(set, kid), nil
+}
+
+func lookupKeys(set jwk.Set, kid string) []jwk.Key {
+	if set == nil {
+		return nil
+	}
+	if kid != "" {
+		if key, ok := set.LookupKeyID(kid); ok {
+			return []jwk.Key{key}
+		}
+		return nil
+	}
+	keys := make([]jwk.Key, 0, set.Len())
+	for i := range set.Len() {
+		key, _ := set.Key(i)
+		keys = append(keys, key)
+	}
+	return keys
+}
+
+// refresh fetches the JWKS now unless that was done within refreshGap, and
+// returns the current set (nil if none was ever fetched). Callers arriving
+// during a refresh wait for it and share its result.
+func (k *jwksKeys) refresh(ctx context.Context) jwk.Set {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if time.Since(k.lastRefresh) < k.refreshGap {
+		return k.res.Resource()
+	}
+	k.lastRefresh = time.Now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := k.cache.Refresh(ctx, k.url); err != nil {
+		k.log.Warn("could not refresh the JWKS; keeping the last good keys", "url", k.url, "error", err)
+	}
+	return k.res.Resource()
+}
+
+// Ready reports whether keys have been fetched at least once.
+func (k *jwksKeys) Ready() bool { return k.res.Resource() != nil }
+
+func (k *jwksKeys) Close(ctx context.Context) error { return k.cache.Shutdown(ctx) }
+
+// ---- the wrapping handler -------------------------------------------------
+
+const authRealm = `Bearer realm="tasks-api"`
+
+// requireUser lets a request through only with a valid Bearer token, and puts
+// the token's subject in the context; handlers never see the token.
+func requireUser(v *Verifier, log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			token, ok := bearerToken(r.Header.Values("Authorization"))
+			if !ok {
+				writeProblem(w, r, &apiError{Status: http.StatusUnauthorized, Authn: authRealm,
+					Detail: "This route needs an Authorization: Bearer <token> header."})
+				return
+			}
+			sub, err := v.Verify(r.Context(), token)
+			if errors.Is(err, errKeysUnavailable) {
+				log.Warn("refused a token: no JWKS keys", "request_id", requestIDFrom(r.Context()))
+				writeProblem(w, r, &apiError{Status: http.StatusServiceUnavailable, Type: problemKeysUnreadable, RetryAfter: 10,
+					Detail: "The keys that verify this token cannot be fetched right now; retry shortly."})
+				return
+			}
+			if err != nil {
+				writeProblem(w, r, &apiError{Status: http.StatusUnauthorized, Detail: err.Error(),
+					Authn: authRealm + `, error="invalid_token", error_description="` + err.Error() + `"`})
+				return
+			}
+			if ri := infoFrom(r.Context()); ri != nil {
+				ri.userID = sub
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userIDKey, sub)))
+		})
+	}
+}
+
+// bearerToken extracts the token of a single "Authorization: Bearer <token>"
+// header (the scheme is case-insensitive, RFC 7235). ok is false when no token
+// was sent at all; a malformed header yields a token that will fail to verify.
+func bearerToken(values []string) (token string, ok bool) {
+	if len(values) == 0 {
+		return "", false
+	}
+	if len(values) > 1 {
+		return "-", true
+	}
+	scheme, rest, _ := strings.Cut(values[0], " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(rest)
+	return token, token != ""
+}
+
+// mintToken signs an HS256 token for sub, as Better Auth would with a shared
+// secret: for `token`, the dev curl line and tests.
+func mintToken(secret []byte, sub, issuer, audience string, ttl time.Duration, now time.Time) (string, error) {
+	b := jwt.NewBuilder().Subject(sub).IssuedAt(now).Expiration(now.Add(ttl))
+	if issuer != "" {
+		b = b.Issuer(issuer)
+	}
+	if audience != "" {
+		b = b.Audience([]string{audience})
+	}
+	tok, err := b.Build()
+	if err != nil {
+		return "", fmt.Errorf("build token: %w", err)
+	}
+	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.HS256(), secret))
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return string(signed), nil
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func connect(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func TestParseMigrations(t *testing.T) {
+	ms, err := parseMigrations(schemaSQL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) < 2 || ms[0].Version != 1 || ms[0].Name != "create_tasks" || len(ms[0].Checksum) != 64 {
+		t.Fatalf("unexpected migrations: %+v", ms[0])
+	}
+	crlf, _ := parseMigrations(strings.ReplaceAll(schemaSQL, "\n", "\r\n"))
+	if crlf[0].Checksum != ms[0].Checksum {
+		t.Fatal("a CRLF checkout changes the checksum")
+	}
+	for _, bad := range []string{"SELECT 1;", "-- migration: 2 two\nSELECT 1;", "-- migration: 1 one\n-- migration: 1 again\n"} {
+		if _, err := parseMigrations(bad); err == nil {
+			t.Errorf("parseMigrations accepted %q", bad)
+		}
+	}
+}
+
+func TestMigrateFreshThenRerunIsNoop(t *testing.T) {
+	url := newDatabase(t, false)
+	m, _ := newMigrator(discardLog())
+	conn := connect(t, url)
+	n, err := m.Up(t.Context(), conn)
+	if err != nil || n != len(m.migrations) {
+		t.Fatalf("first run applied %d (%v), want %d", n, err, len(m.migrations))
+	}
+	n, err = m.Up(t.Context(), conn)
+	if err != nil || n != 0 {
+		t.Fatalf("rerun applied %d (%v), want 0", n, err)
+	}
+	var cols int
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.columns WHERE table_name = 'tasks'`).Scan(&cols); err != nil || cols != 13 {
+		t.Fatalf("tasks has %d columns (%v)", cols, err)
+	}
+	st, err := m.Status(t.Context(), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if s.State != "applied" || s.AppliedAt.IsZero() {
+			t.Fatalf("status %+v", s)
+		}
+	}
+	if ok, err := m.Current(t.Context(), conn); !ok || err != nil {
+		t.Fatalf("Current = %v, %v", ok, err)
+	}
+}
+
+// Several instances starting at once apply each version exactly once.
+func TestMigrateConcurrently(t *testing.T) {
+	url := newDatabase(t, false)
+	m, _ := newMigrator(discardLog())
+	var wg sync.WaitGroup
+	applied := make([]int, 4)
+	errs := make([]error, 4)
+	for i := range applied {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(context.Background(), url)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer conn.Close(context.Background())
+			applied[i], errs[i] = m.Up(context.Background(), conn)
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for i := range applied {
+		if errs[i] != nil {
+			t.Fatalf("migrator %d: %v", i, errs[i])
+		}
+		total += applied[i]
+	}
+	if total != len(m.migrations) {
+		t.Fatalf("versions applied %d times in all, want %d", total, len(m.migrations))
+	}
+	var rows int
+	connect(t, url).QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&rows)
+	if rows != len(m.migrations) {
+		t.Fatalf("schema_migrations has %d rows", rows)
+	}
+}
+
+// Editing an applied migration is refused, naming the version.
+func TestMigrateRefusesEditedMigration(t *testing.T) {
+	url := newDatabase(t, true)
+	edited := strings.Replace(schemaSQL, "CREATE INDEX tasks_user_created_at", "CREATE INDEX tasks_user_created_at_v2", 1)
+	ms, err := parseMigrations(edited)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Migrator{migrations: ms, log: discardLog()}
+	_, err = m.Up(t.Context(), connect(t, url))
+	if err == nil || !strings.Contains(err.Error(), "migration 1 (create_tasks) was changed") {
+		t.Fatalf("want a refusal naming migration 1, got %v", err)
+	}
+	st, _ := m.Status(t.Context(), connect(t, url))
+	if st[0].State != "changed" {
+		t.Fatalf("status of the edited version: %+v", st[0])
+	}
+	if ok, _ := m.Current(t.Context(), connect(t, url)); ok {
+		t.Fatal("an edited schema counts as current")
+	}
+}
+
+// Pending migrations are listed and make the schema not current.
+func TestMigratePending(t *testing.T) {
+	url := newDatabase(t, false)
+	m, _ := newMigrator(discardLog())
+	pool, err := pgxpool.New(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if ok, err := m.Current(t.Context(), pool); ok || err != nil {
+		t.Fatalf("empty database: current=%v err=%v", ok, err)
+	}
+	one := &Migrator{migrations: m.migrations[:1], log: discardLog()}
+	if _, err := one.Up(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := m.Status(t.Context(), pool)
+	if st[0].State != "applied" || st[1].State != "pending" {
+		t.Fatalf("status %+v", st)
+	}
+	if ok, _ := m.Current(t.Context(), pool); ok {
+		t.Fatal("one version pending counts as current")
+	}
+}

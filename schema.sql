@@ -1,0 +1,108 @@
+-- The database schema, as an ordered list of migrations.
+--
+-- Each "-- migration: N name" line starts version N. The migrator (migrate.go)
+-- applies every version once, in order, each in its own transaction, and
+-- records its checksum. Never edit a version that has been released: the
+-- service refuses to start when an applied version's text has changed. Add a
+-- new version instead.
+
+-- migration: 1 create_tasks
+CREATE EXTENSION IF NOT EXISTS pg_trgm;   -- q: substring search through a trigram index
+CREATE EXTENSION IF NOT EXISTS btree_gin; -- lets that index lead with user_id
+
+-- Each tag trimmed, 1..50 characters, no duplicates, at most 20: a CHECK can
+-- look at array elements only through a function.
+CREATE FUNCTION task_tags_valid(tags text[]) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_ndims(tags), 1) = 1
+       AND cardinality(tags) <= 20
+       AND NOT EXISTS (SELECT FROM unnest(tags) AS t(tag)
+                       WHERE tag IS NULL OR char_length(tag) NOT BETWEEN 1 AND 50 OR tag <> btrim(tag))
+       AND cardinality(tags) = (SELECT count(DISTINCT tag) FROM unnest(tags) AS t(tag))
+$$;
+
+CREATE TABLE tasks (
+    id            bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id       text        NOT NULL CHECK (char_length(user_id) BETWEEN 1 AND 255),
+    title         text        NOT NULL CHECK (char_length(title) BETWEEN 1 AND 200 AND title = btrim(title)),
+    description   text        NOT NULL DEFAULT '' CHECK (char_length(description) <= 1000),
+    completed     boolean     NOT NULL DEFAULT false,
+    completed_at  timestamptz CHECK ((completed_at IS NOT NULL) = completed),
+    priority      text        NOT NULL DEFAULT 'none' CHECK (priority IN ('none', 'low', 'medium', 'high')),
+    priority_rank smallint    NOT NULL GENERATED ALWAYS AS (
+                      CASE priority WHEN 'low' THEN 1 WHEN 'medium' THEN 2 WHEN 'high' THEN 3 ELSE 0 END
+                  ) STORED,
+    tags          text[]      NOT NULL DEFAULT '{}' CHECK (task_tags_valid(tags)),
+    due_date      timestamptz,
+    version       integer     NOT NULL DEFAULT 1 CHECK (version >= 1),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Listing reads one user's tasks in one order: every sort has an index led by
+-- user_id that yields rows in exactly that order (scanned backwards for asc),
+-- so a page, and the keyset condition of the next one, is a short range scan.
+CREATE INDEX tasks_user_created_at ON tasks (user_id, created_at DESC, id DESC);
+CREATE INDEX tasks_user_updated_at ON tasks (user_id, updated_at DESC, id DESC);
+CREATE INDEX tasks_user_priority   ON tasks (user_id, priority_rank DESC, id DESC);
+CREATE INDEX tasks_user_title      ON tasks (user_id, (lower(title) COLLATE "C") DESC, id DESC);
+-- Tasks without a due date come last in both orders: an infinity stands in for them.
+CREATE INDEX tasks_user_due_asc    ON tasks (user_id, (coalesce(due_date, 'infinity')) ASC, id ASC);
+CREATE INDEX tasks_user_due_desc   ON tasks (user_id, (coalesce(due_date, '-infinity')) DESC, id DESC);
+-- q: case-insensitive substring of title or description, within one user's tasks.
+CREATE INDEX tasks_user_search ON tasks USING gin (user_id, title gin_trgm_ops, description gin_trgm_ops);
+
+-- version, updated_at and completed_at belong to the server. An UPDATE sets
+-- data fields only; this moves the server fields when, and only when, the data
+-- changed, so an update that changes nothing leaves version and updated_at be.
+CREATE FUNCTION tasks_before_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF (NEW.title, NEW.description, NEW.completed, NEW.priority, NEW.tags, NEW.due_date)
+       IS NOT DISTINCT FROM
+       (OLD.title, OLD.description, OLD.completed, OLD.priority, OLD.tags, OLD.due_date) THEN
+        RETURN OLD;
+    END IF;
+    NEW.id           := OLD.id;
+    NEW.user_id      := OLD.user_id;
+    NEW.created_at   := OLD.created_at;
+    NEW.version      := OLD.version + 1;
+    NEW.updated_at   := greatest(now(), OLD.updated_at);
+    NEW.completed_at := CASE WHEN NOT NEW.completed THEN NULL
+                             WHEN OLD.completed THEN OLD.completed_at
+                             ELSE now() END;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER tasks_before_update BEFORE UPDATE ON tasks
+    FOR EACH ROW EXECUTE FUNCTION tasks_before_update();
+
+-- migration: 2 quota_and_idempotency_keys
+-- How many tasks each user has, for MAX_TASKS_PER_USER. A create increments
+-- the user's row only while it is under the quota, in the same statement as
+-- the insert; the row lock serialises one user's concurrent creates, so a race
+-- at the limit cannot overshoot it. A delete decrements it in its statement.
+CREATE TABLE task_counts (
+    user_id text    PRIMARY KEY,
+    tasks   integer NOT NULL CHECK (tasks >= 0)
+);
+INSERT INTO task_counts (user_id, tasks)
+SELECT user_id, count(*) FROM tasks GROUP BY user_id;
+
+-- A request made with an Idempotency-Key and the response it got, replayed to
+-- a retry of the same request for 24 hours. Written in the transaction of the
+-- change it guards, so the two commit together or not at all.
+CREATE TABLE idempotency_keys (
+    user_id    text        NOT NULL,
+    key        text        NOT NULL,
+    method     text        NOT NULL,
+    path       text        NOT NULL,
+    body_hash  bytea       NOT NULL, -- SHA-256 of the request body
+    status     smallint    NOT NULL,
+    headers    jsonb       NOT NULL, -- the response headers worth replaying
+    body       bytea       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, key)
+);
+CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at);

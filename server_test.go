@@ -1,0 +1,202 @@
+package main
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestHealthAndReadiness(t *testing.T) {
+	a := startAPI(t)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		r := mustStatus(t, a.do(t, "GET", path, nil), http.StatusOK)
+		if r.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: Content-Type %q", path, r.Header.Get("Content-Type"))
+		}
+	}
+}
+
+// /readyz is 503 while migrations are pending, and while the database does not answer.
+func TestReadinessFailures(t *testing.T) {
+	t.Run("migrations pending", func(t *testing.T) {
+		a := startAPI(t, func(o *apiOptions) { o.dbURL = newDatabase(t, false) })
+		r := mustStatus(t, a.do(t, "GET", "/readyz", nil), http.StatusServiceUnavailable)
+		if p := r.problem(t); !strings.Contains(p.Detail, "migrations are pending") {
+			t.Fatalf("detail %q", p.Detail)
+		}
+		mustStatus(t, a.do(t, "GET", "/healthz", nil), http.StatusOK)
+	})
+	t.Run("database gone", func(t *testing.T) {
+		url := newDatabase(t, true)
+		a := startAPI(t, func(o *apiOptions) { o.dbURL = url })
+		mustStatus(t, a.do(t, "GET", "/readyz", nil), http.StatusOK)
+		if err := adminExec(t.Context(), "DROP DATABASE "+databaseName(url)+" WITH (FORCE)"); err != nil {
+			t.Fatal(err)
+		}
+		r := mustStatus(t, a.do(t, "GET", "/readyz", nil), http.StatusServiceUnavailable)
+		if p := r.problem(t); !strings.Contains(p.Detail, "database does not answer") || r.Header.Get("Retry-After") == "" {
+			t.Fatalf("problem %+v, Retry-After %q", p, r.Header.Get("Retry-After"))
+		}
+		mustStatus(t, a.do(t, "GET", "/healthz", nil), http.StatusOK)
+		// A task route answers 503 too, quickly, not a hang or a 500.
+		_, tok := a.newUser(t)
+		r = a.do(t, "GET", "/api/me/tasks", nil, bearer(tok))
+		if r.Status != http.StatusServiceUnavailable {
+			t.Fatalf("%s\n%s", r, a.logs)
+		}
+		if r.problem(t).Type != problemDBUnavailable {
+			t.Fatalf("problem type %q", r.problem(t).Type)
+		}
+	})
+}
+
+func TestUnknownRouteAndWrongMethodAreProblems(t *testing.T) {
+	a := startAPI(t)
+	r := mustStatus(t, a.do(t, "GET", "/no/such/route", nil), http.StatusNotFound)
+	r.problem(t)
+	r = mustStatus(t, a.do(t, "DELETE", "/healthz", nil), http.StatusMethodNotAllowed)
+	r.problem(t)
+	if allow := r.Header.Get("Allow"); !strings.Contains(allow, "GET") {
+		t.Fatalf("Allow %q", allow)
+	}
+	_, tok := a.newUser(t)
+	r = mustStatus(t, a.do(t, "POST", "/api/me/tasks/1", `{}`, bearer(tok)), http.StatusMethodNotAllowed)
+	if allow := r.Header.Get("Allow"); !strings.Contains(allow, "PUT") || !strings.Contains(allow, "PATCH") || !strings.Contains(allow, "DELETE") {
+		t.Fatalf("Allow %q", allow)
+	}
+	r = mustStatus(t, a.do(t, "GET", "/api/me/tasks/1/complete", nil, bearer(tok)), http.StatusMethodNotAllowed)
+	if allow := r.Header.Get("Allow"); allow != "PATCH" {
+		t.Fatalf("Allow %q", allow)
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	a := startAPI(t)
+	r := a.do(t, "GET", "/healthz", nil, header("X-Request-Id", "abc-123.x_y:z"))
+	if got := r.Header.Get("X-Request-Id"); got != "abc-123.x_y:z" {
+		t.Fatalf("echoed id %q", got)
+	}
+	if !strings.Contains(a.logs.String(), `"request_id":"abc-123.x_y:z"`) {
+		t.Fatal("the request id is not in the log line")
+	}
+	for _, bad := range []string{"has space", strings.Repeat("x", 129), "semi;colon", "ünï"} {
+		r := a.do(t, "GET", "/healthz", nil, header("X-Request-Id", bad))
+		if got := r.Header.Get("X-Request-Id"); got == bad || !validRequestID(got) {
+			t.Errorf("invalid id %q answered with %q", bad, got)
+		}
+	}
+	r1, r2 := a.do(t, "GET", "/nope", nil), a.do(t, "GET", "/nope", nil)
+	id1, id2 := r1.Header.Get("X-Request-Id"), r2.Header.Get("X-Request-Id")
+	if id1 == "" || id1 == id2 || r1.problem(t).RequestID != id1 {
+		t.Fatalf("generated ids %q %q", id1, id2)
+	}
+}
+
+// One structured line per request, with route, status and user; never the token.
+func TestAccessLog(t *testing.T) {
+	a := startAPI(t)
+	user, tok := a.newUser(t)
+	a.do(t, "GET", "/api/me/tasks", nil, bearer(tok), header("X-Request-Id", "log-line-1"))
+	var line map[string]any
+	for _, l := range strings.Split(a.logs.String(), "\n") {
+		if strings.Contains(l, "log-line-1") {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if line["msg"] != "request" || line["method"] != "GET" || line["route"] != "GET /api/{user_id}/tasks" ||
+		line["status"] != float64(200) || line["user_id"] != user || line["duration"] == nil || line["bytes"] == nil {
+		t.Fatalf("log line %v", line)
+	}
+	if strings.Contains(a.logs.String(), tok) || strings.Contains(a.logs.String(), testSecret) {
+		t.Fatal("a token or the secret reached the log")
+	}
+}
+
+// A panicking handler becomes a 500 problem and a logged stack; the server goes on.
+func TestPanicRecovery(t *testing.T) {
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /boom", func(http.ResponseWriter, *http.Request) { panic("kaboom") })
+	mux.HandleFunc("GET /fine", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, r, 200, []byte(`{}`)) })
+	srv := httptest.NewServer(logRequests(log)(recoverPanics(log)(mux)))
+	defer srv.Close()
+	a := &testAPI{URL: srv.URL, client: srv.Client()}
+
+	r := mustStatus(t, a.do(t, "GET", "/boom", nil), http.StatusInternalServerError)
+	if p := r.problem(t); strings.Contains(p.Detail, "kaboom") {
+		t.Fatal("the panic value leaked to the client")
+	}
+	if !strings.Contains(logs.String(), "handler panicked") || !strings.Contains(logs.String(), "kaboom") ||
+		!strings.Contains(logs.String(), "goroutine") {
+		t.Fatalf("no stack in the log:\n%s", logs)
+	}
+	mustStatus(t, a.do(t, "GET", "/fine", nil), http.StatusOK)
+}
+
+func TestRequestSizeLimits(t *testing.T) {
+	a := startAPI(t)
+	_, tok := a.newUser(t)
+	r := mustStatus(t, a.do(t, "GET", "/api/me/tasks?q="+strings.Repeat("a", 9000), nil, bearer(tok)), http.StatusRequestURITooLong)
+	r.problem(t)
+	r = mustStatus(t, a.do(t, "GET", "/healthz", nil, header("X-Big", strings.Repeat("b", 100<<10))), http.StatusRequestHeaderFieldsTooLarge)
+	r.problem(t)
+	body := `{"title":"` + strings.Repeat("x", 70<<10) + `"}`
+	r = mustStatus(t, a.do(t, "POST", "/api/me/tasks", body, bearer(tok)), http.StatusRequestEntityTooLarge)
+	r.problem(t)
+}
+
+func TestCORS(t *testing.T) {
+	a := startAPI(t, func(o *apiOptions) { o.origins = []string{"https://app.example.com"} })
+	_, tok := a.newUser(t)
+
+	pre := mustStatus(t, a.do(t, "OPTIONS", "/api/me/tasks", nil,
+		header("Origin", "https://app.example.com"), header("Access-Control-Request-Method", "POST"),
+		header("Access-Control-Request-Headers", "authorization, content-type, idempotency-key")), http.StatusNoContent)
+	want := map[string]string{
+		"Access-Control-Allow-Origin":  "https://app.example.com",
+		"Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE",
+		"Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match",
+	}
+	for k, v := range want {
+		if got := pre.Header.Get(k); got != v {
+			t.Errorf("preflight %s = %q, want %q", k, got, v)
+		}
+	}
+	if !strings.Contains(strings.Join(pre.Header.Values("Vary"), ","), "Origin") {
+		t.Error("preflight lacks Vary: Origin")
+	}
+
+	// Errors carry the CORS headers too, so the frontend can read them.
+	for _, r := range []testResponse{
+		a.do(t, "GET", "/api/me/tasks", nil, header("Origin", "https://app.example.com")),               // 401
+		a.do(t, "GET", "/api/me/tasks", nil, bearer(tok), header("Origin", "https://app.example.com")), // 200
+	} {
+		if r.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
+			r.Header.Get("Access-Control-Expose-Headers") != "Link, Location, ETag, X-Request-Id, Idempotent-Replayed, Retry-After" ||
+			!strings.Contains(strings.Join(r.Header.Values("Vary"), ","), "Origin") {
+			t.Errorf("%d response headers %v", r.Status, r.Header)
+		}
+	}
+
+	// Other origins get no CORS headers at all.
+	for _, r := range []testResponse{
+		a.do(t, "GET", "/api/me/tasks", nil, bearer(tok), header("Origin", "https://evil.example.com")),
+		a.do(t, "OPTIONS", "/api/me/tasks", nil, header("Origin", "https://evil.example.com"), header("Access-Control-Request-Method", "GET")),
+	} {
+		for k := range r.Header {
+			if strings.HasPrefix(k, "Access-Control-") {
+				t.Errorf("other origin got %s", k)
+			}
+		}
+		if !strings.Contains(strings.Join(r.Header.Values("Vary"), ","), "Origin") {
+			t.Error("response lacks Vary: Origin")
+		}
+	}
+}
+
