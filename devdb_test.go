@@ -419,4 +419,3 @@ func TestMigrateCommand(t *testing.T) {
 		t.Fatal("want a usage error")
 	}
 }
-

@@ -79,14 +79,14 @@ func TestListFilters(t *testing.T) {
 		{"q=MILK", []string{`back\slash`, "Buy milk"}}, // title or description, any case
 		{"q=" + url.QueryEscape("100%"), []string{"Pay 100% of rent"}},
 		{"q=" + url.QueryEscape("%"), []string{"Pay 100% of rent"}}, // % is an ordinary character
-		{"q=e_a", []string{"file_a report"}},                         // _ too
+		{"q=e_a", []string{"file_a report"}},                        // _ too
 		{"q=" + url.QueryEscape(`\`), []string{`back\slash`}},
 		{"q=boss", []string{"file_a report"}},
 		{"q=", []string{`back\slash`, "fileXa taxes", "file_a report", "Pay 100% of rent", "Buy milk"}},
 		{"due_before=2026-02-01T00:00:00Z", []string{"Buy milk"}},
-		{"due_after=2026-01-10T00:00:00Z", []string{"file_a report"}}, // strictly after
+		{"due_after=2026-01-10T00:00:00Z", []string{"file_a report"}},                            // strictly after
 		{"due_after=" + url.QueryEscape("2026-01-10T02:00:00+02:00"), []string{"file_a report"}}, // any offset
-		{"due_before=2026-01-10T00:00:00Z", nil}, // strictly before
+		{"due_before=2026-01-10T00:00:00Z", nil},                                                 // strictly before
 		{"status=pending&tag=home&q=buy", []string{"Buy milk"}},
 	}
 	for _, c := range cases {

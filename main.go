@@ -173,6 +173,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		go limiter.run(bgCtx, time.Minute)
 	}
 	store := newStore(pool, cfg.MaxTasksPerUser)
+	go store.runPurger(bgCtx, 10*time.Minute, log)
 	handler := newHandler(deps{
 		log:      log,
 		store:    store,
@@ -247,7 +248,7 @@ func readiness(pool *pgxpool.Pool, m *Migrator) func(context.Context) error {
 			return fmt.Errorf("could not read the schema version: %w", err)
 		}
 		if !current {
-			return errors.New("the database schema is not current: migrations are pending (run `tasks-api migrate`)")
+			return notReady("The database schema is not current: migrations are pending.")
 		}
 		return nil
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
@@ -107,9 +108,19 @@ func handleReadyz(ready func(context.Context) error, log *slog.Logger) http.Hand
 		defer cancel()
 		if err := ready(ctx); err != nil {
 			log.Warn("not ready", "error", err)
-			writeProblem(w, r, &apiError{Status: http.StatusServiceUnavailable, RetryAfter: 5, Detail: err.Error()})
+			detail := "The database does not answer."
+			var nr notReady
+			if errors.As(err, &nr) {
+				detail = string(nr)
+			}
+			writeProblem(w, r, &apiError{Status: http.StatusServiceUnavailable, Type: problemDBUnavailable, RetryAfter: 5, Detail: detail})
 			return
 		}
 		writeJSON(w, r, http.StatusOK, body)
 	})
 }
+
+// notReady is a readiness failure whose text may be shown to anyone.
+type notReady string
+
+func (n notReady) Error() string { return string(n) }
