@@ -35,7 +35,8 @@ type Config struct {
 	LogFormat      string // text or json
 	MigrateOnStart bool
 
-	DataDir string // where the embedded database and the dev secret live
+	DataDir   string // where the embedded database and the dev secret live
+	DebugAddr string // when set, pprof and expvar listen here (keep it private)
 }
 
 // AuthConfigured reports whether any way of verifying tokens was configured.
@@ -79,6 +80,7 @@ func loadConfig(getenv func(string) string, dotenv map[string]string) (Config, e
 		LogFormat:           p.oneOf("LOG_FORMAT", "text", "text", "json"),
 		MigrateOnStart:      p.boolean("MIGRATE_ON_START", true),
 		DataDir:             get("DATA_DIR"),
+		DebugAddr:           get("DEBUG_ADDR"),
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = defaultDataDir

@@ -187,15 +187,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if err != nil {
 		return fmt.Errorf("listen on port %d: %w", cfg.Port, err)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,  // slowloris: headers must arrive promptly
-		ReadTimeout:       15 * time.Second, // a slow body is cut off
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		// Requests are not cancelled by the shutdown signal: they get to finish.
-		BaseContext: func(net.Listener) context.Context { return bgCtx },
+	srv := newHTTPServer(handler, defaultTimeouts, log, bgCtx)
+	if cfg.DebugAddr != "" {
+		stopDebug, err := serveDebug(cfg.DebugAddr, pool, log)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	log.Info("listening", "addr", ln.Addr().String())
@@ -224,10 +222,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: draining in-flight requests")
-	drainCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	drainCtx, cancel := context.WithTimeout(context.Background(), defaultTimeouts.shutdown)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx); err != nil {
-		log.Warn("requests still running after 15s were cut off", "error", err)
+		log.Warn("requests still running at the end of the drain were cut off", "error", err)
 	}
 	stopBackground()
 	if jwks != nil {
@@ -235,6 +233,37 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	log.Info("stopped serving")
 	return nil
+}
+
+// serverTimeouts bound what a client may take; tests shorten them.
+type serverTimeouts struct {
+	readHeader time.Duration // slowloris: headers must arrive promptly
+	read       time.Duration // a slow body is cut off
+	write      time.Duration
+	idle       time.Duration
+	shutdown   time.Duration // how long in-flight requests may finish
+}
+
+var defaultTimeouts = serverTimeouts{
+	readHeader: 5 * time.Second,
+	read:       15 * time.Second,
+	write:      30 * time.Second,
+	idle:       2 * time.Minute,
+	shutdown:   15 * time.Second,
+}
+
+// newHTTPServer is the server every request goes through. Requests run under
+// baseCtx, not the shutdown signal's context, so a shutdown lets them finish.
+func newHTTPServer(h http.Handler, t serverTimeouts, log *slog.Logger, baseCtx context.Context) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.readHeader,
+		ReadTimeout:       t.read,
+		WriteTimeout:      t.write,
+		IdleTimeout:       t.idle,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+	}
 }
 
 // readiness: the database answers and every migration is applied.

@@ -16,6 +16,7 @@ type deps struct {
 	limiter  *rateLimiter
 	ready    func(context.Context) error // nil error: ready to serve
 	origins  []string
+	timeout  time.Duration // bounds each /api request's work; 0: requestDeadline
 }
 
 // newHandler assembles the service: the routes, then the middleware that
@@ -34,11 +35,15 @@ func newHandler(d deps) http.Handler {
 // addRoutes is the whole API surface.
 func addRoutes(mux *http.ServeMux, d deps) {
 	handle := func(pattern string, h http.Handler) { mux.Handle(pattern, recordPattern(pattern, h)) }
+	timeout := d.timeout
+	if timeout == 0 {
+		timeout = requestDeadline
+	}
 	api := func(h http.Handler) http.Handler {
 		return requireUser(d.verifier, d.log)(
 			limitRate(d.limiter)(
 				requireOwnPath(
-					withDeadline(requestDeadline)(
+					withDeadline(timeout)(
 						idempotent(d.store, d.log)(h)))))
 	}
 

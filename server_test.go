@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -198,4 +199,31 @@ func TestCORS(t *testing.T) {
 			t.Error("response lacks Vary: Origin")
 		}
 	}
+}
+
+func TestDebugEndpoints(t *testing.T) {
+	s := startRun(t, map[string]string{"DATABASE_URL": newDatabase(t, false), "BETTER_AUTH_SECRET": testSecret, "DEBUG_ADDR": "127.0.0.1:0"})
+	m := regexp.MustCompile(`debug endpoints \(pprof, expvar\) listening" addr=(\S+)`).FindStringSubmatch(s.stderr.String())
+	if m == nil {
+		t.Fatalf("no debug address in the log:\n%s", s.stderr)
+	}
+	res, err := http.Get("http://" + m[1] + "/debug/vars")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var vars struct {
+		TasksAPI struct {
+			Goroutines int            `json:"goroutines"`
+			DBPool     map[string]any `json:"db_pool"`
+		} `json:"tasks_api"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&vars); err != nil || vars.TasksAPI.Goroutines == 0 || vars.TasksAPI.DBPool["max_conns"] == nil {
+		t.Fatalf("vars %+v, %v", vars, err)
+	}
+	res, err = http.Get("http://" + m[1] + "/debug/pprof/goroutine?debug=1")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("pprof: %v %v", res, err)
+	}
+	res.Body.Close()
 }
