@@ -310,24 +310,19 @@ func (p *localPostgres) removeTempSocketDir() {
 func findPostgresBinaries(wantMajor string) (string, error) {
 	var candidates []string
 	if p, err := exec.LookPath("postgres"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real // a symlink in PATH: use the real installation's directory
+		}
 		candidates = append(candidates, filepath.Dir(p))
 	}
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
 		candidates = append(candidates, strings.TrimSpace(string(out)))
 	}
-	for _, pattern := range []string{
-		"/usr/lib/postgresql/*/bin",                          // Debian, Ubuntu
-		"/usr/pgsql-*/bin",                                   // RHEL, Fedora (PGDG)
-		"/opt/homebrew/opt/postgresql@*/bin",                 // Homebrew, Apple silicon
-		"/usr/local/opt/postgresql@*/bin",                    // Homebrew, Intel
-		"/Applications/Postgres.app/Contents/Versions/*/bin", // Postgres.app
-	} {
+	for _, pattern := range postgresBinPatterns {
 		matches, _ := filepath.Glob(pattern)
 		slices.SortFunc(matches, func(a, b string) int { return versionOf(b) - versionOf(a) })
 		candidates = append(candidates, matches...)
 	}
-	candidates = append(candidates, "/opt/homebrew/opt/postgresql/bin", "/usr/local/opt/postgresql/bin",
-		"/opt/homebrew/bin", "/usr/local/pgsql/bin", "/usr/local/bin")
 
 	var found []string
 	for _, dir := range slices.Compact(candidates) {
@@ -345,6 +340,21 @@ func findPostgresBinaries(wantMajor string) (string, error) {
 			"install PostgreSQL %s, or move %s aside to start a new cluster", wantMajor, strings.Join(found, ", "), wantMajor, defaultDataDir)
 	}
 	return "", errNoPostgresBinaries
+}
+
+// postgresBinPatterns are where packages install the server binaries, in
+// order of preference; versioned directories are tried newest first.
+var postgresBinPatterns = []string{
+	"/usr/lib/postgresql/*/bin",                          // Debian, Ubuntu
+	"/usr/pgsql-*/bin",                                   // RHEL, Fedora (PGDG)
+	"/opt/homebrew/opt/postgresql@*/bin",                 // Homebrew, Apple silicon
+	"/usr/local/opt/postgresql@*/bin",                    // Homebrew, Intel
+	"/Applications/Postgres.app/Contents/Versions/*/bin", // Postgres.app
+	"/opt/homebrew/opt/postgresql/bin",
+	"/usr/local/opt/postgresql/bin",
+	"/opt/homebrew/bin",
+	"/usr/local/pgsql/bin",
+	"/usr/local/bin",
 }
 
 var errNoPostgresBinaries = errors.New(`no PostgreSQL server binaries (initdb, postgres) were found in PATH, ` +

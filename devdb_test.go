@@ -419,3 +419,22 @@ func TestMigrateCommand(t *testing.T) {
 		t.Fatal("want a usage error")
 	}
 }
+
+// With no server binaries anywhere and no DATABASE_URL, the service exits
+// and says what to do.
+func TestRunWithoutBinariesSaysWhatToDo(t *testing.T) {
+	saved := postgresBinPatterns
+	postgresBinPatterns = nil
+	t.Cleanup(func() { postgresBinPatterns = saved })
+	t.Setenv("PATH", t.TempDir())
+
+	err := run(t.Context(), nil, envMap(map[string]string{"DATA_DIR": t.TempDir(), "PORT": "0"}), &syncBuffer{}, &syncBuffer{})
+	if err == nil {
+		t.Fatal("run started without a database")
+	}
+	for _, want := range []string{"no PostgreSQL server binaries", "install PostgreSQL", "DATABASE_URL", "docker compose up -d db"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not mention %q:\n%v", want, err)
+		}
+	}
+}

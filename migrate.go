@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -207,7 +209,8 @@ func (m *Migrator) Status(ctx context.Context, db querier) ([]MigrationStatus, e
 		}
 		out = append(out, s)
 	}
-	for v, r := range applied {
+	for _, v := range slices.Sorted(maps.Keys(applied)) {
+		r := applied[v]
 		out = append(out, MigrationStatus{Version: v, Name: r.name, State: "unknown", AppliedAt: r.at})
 	}
 	return out, nil
