@@ -408,6 +408,7 @@ func decodeObject(body []byte) ([]jsonMember, error) {
 		return nil, errBadRequest("The body is not valid JSON.")
 	}
 	var members []jsonMember
+	seen := map[string]bool{} // a 64 KiB body has thousands of names: no quadratic search
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -418,11 +419,10 @@ func decodeObject(body []byte) ([]jsonMember, error) {
 		if err := dec.Decode(&raw); err != nil {
 			return nil, errBadRequest("The body is not valid JSON.")
 		}
-		for _, m := range members {
-			if m.Name == name {
-				return nil, errValidation(fieldError{Field: name, Message: "is given more than once"})
-			}
+		if seen[name] {
+			return nil, errValidation(fieldError{Field: name, Message: "is given more than once"})
 		}
+		seen[name] = true
 		members = append(members, jsonMember{Name: name, Value: raw})
 	}
 	return members, nil

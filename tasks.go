@@ -114,7 +114,8 @@ func handleTaskComplete(store *Store, log *slog.Logger) http.Handler {
 			return
 		}
 		var completed *bool // nil: toggle
-		if len(bytes.TrimSpace(body)) > 0 {
+		// Only JSON's own whitespace makes an empty body: "\u00a0" is malformed.
+		if len(bytes.Trim(body, " \t\r\n")) > 0 {
 			if completed, err = parseCompleteBody(body); err != nil {
 				respondError(w, r, log, err)
 				return
@@ -481,7 +482,7 @@ func parseNewTask(members []jsonMember) (newTask, error) {
 		fe := fieldError{Field: "title", Message: "is required"}
 		if errs == nil {
 			errs = errValidation(fe)
-		} else {
+		} else if len(errs.Fields) < maxFieldErrors {
 			errs = errValidation(append(errs.Fields, fe)...)
 		}
 	}
