@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,22 +30,56 @@ import (
 // from testcontainers-go when a Docker engine answers; else a throwaway
 // cluster from the local server binaries (the launcher of `go run .`). Tests
 // isolate by user on a shared migrated database, or by database when they
-// need one of their own.
+// need one of their own. With TEST_PGBOUNCER=1 the service under test reaches
+// the server through pgbouncer in transaction pooling mode (pgbouncer_test.go).
 var testPG struct {
 	kind      string
-	adminURL  string // a URL on the server with the right to create databases
-	template  string // a migrated database to copy
-	sharedURL string // a migrated database shared by tests that isolate by user
-	shared    *pgxpool.Pool
+	adminURL  string        // a URL on the server with the right to create databases
+	template  string        // a migrated database to copy
+	sharedURL string        // a migrated database shared by tests that isolate by user
+	shared    *pgxpool.Pool // the service's pool on the shared database
+	pooler    *pgBouncer    // in the pgbouncer pass (TEST_PGBOUNCER), between the service and the server
+}
+
+// serviceURL is the URL the service under test reaches dbURL's database by:
+// through pgbouncer in the pgbouncer pass, else dbURL itself. Whatever must
+// not go through a transaction-mode pooler (creating databases, migrations,
+// session-level locks of the tests) uses dbURL directly.
+func serviceURL(dbURL string) string {
+	if testPG.pooler != nil {
+		return testPG.pooler.url(dbURL)
+	}
+	return dbURL
+}
+
+// servicePoolOptions are the pool options of the service under test: pooled
+// behind pgbouncer (or when TEST_POOLED asks for the pooled settings alone).
+func servicePoolOptions() poolOptions {
+	return poolOptions{Pooled: testPG.pooler != nil || os.Getenv("TEST_POOLED") != ""}
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if fuzzing() {
+		os.Exit(m.Run()) // the fuzz targets need no database; its workers start often
+	}
 	code, err := runTestMain(m)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test setup failed:", err)
 		os.Exit(1)
 	}
 	os.Exit(code)
+}
+
+// fuzzing reports whether this process runs a fuzz target (go test -run '^$'
+// -fuzz FuzzX), as its coordinator or as one of its workers.
+func fuzzing() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
 
 func runTestMain(m *testing.M) (int, error) {
@@ -56,6 +91,13 @@ func runTestMain(m *testing.M) (int, error) {
 	defer cleanup()
 	testPG.kind, testPG.adminURL = kind, adminURL
 	fmt.Fprintf(os.Stderr, "tests use PostgreSQL from %s\n", kind)
+	if os.Getenv("TEST_PGBOUNCER") != "" {
+		if testPG.pooler, err = startPgBouncer(ctx, adminURL); err != nil {
+			return 0, err
+		}
+		defer testPG.pooler.stop()
+		fmt.Fprintf(os.Stderr, "the service reaches it through pgbouncer (transaction pooling) on %s\n", testPG.pooler.addr)
+	}
 
 	prefix := fmt.Sprintf("tasks_test_%d", os.Getpid())
 	testPG.template = prefix + "_template"
@@ -72,7 +114,7 @@ func runTestMain(m *testing.M) (int, error) {
 	}
 	defer adminExec(context.Background(), "DROP DATABASE IF EXISTS "+shared+" WITH (FORCE)")
 	testPG.sharedURL = withDatabase(adminURL, shared)
-	testPG.shared, err = openPool(ctx, testPG.sharedURL, poolOptions{Pooled: os.Getenv("TEST_POOLED") != ""}, discardLog())
+	testPG.shared, err = openPool(ctx, serviceURL(testPG.sharedURL), servicePoolOptions(), discardLog())
 	if err != nil {
 		return 0, err
 	}
@@ -232,6 +274,8 @@ type apiOptions struct {
 	maxTasks  int
 	verifier  verifierOptions
 	origins   []string
+	timeout   time.Duration   // deps.timeout; 0: requestDeadline
+	server    *serverTimeouts // serve with newHTTPServer and these; nil: httptest's plain server
 }
 
 // testAPI is the real handler, over real HTTP, on a real database.
@@ -239,7 +283,8 @@ type testAPI struct {
 	URL    string
 	client *http.Client
 	store  *Store
-	pool   *pgxpool.Pool
+	pool   *pgxpool.Pool // the service's pool (through pgbouncer in the pgbouncer pass)
+	dbURL  string        // the database, directly
 	logs   *syncBuffer
 	opts   apiOptions
 }
@@ -253,10 +298,11 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	for _, c := range configure {
 		c(&o)
 	}
-	pool := testPG.shared
+	pool, dbURL := testPG.shared, testPG.sharedURL
 	if o.dbURL != "" {
+		dbURL = o.dbURL
 		var err error
-		pool, err = openPool(context.Background(), o.dbURL, poolOptions{Pooled: os.Getenv("TEST_POOLED") != ""}, discardLog())
+		pool, err = openPool(context.Background(), serviceURL(o.dbURL), servicePoolOptions(), discardLog())
 		if err != nil {
 			t.Fatalf("open pool: %v", err)
 		}
@@ -276,11 +322,16 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 		limiter:  newRateLimiter(o.rateLimit, time.Now),
 		ready:    readiness(pool, migrator),
 		origins:  o.origins,
+		timeout:  o.timeout,
 	})
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	if o.server != nil {
+		srv.Config = newHTTPServer(h, *o.server, log, context.Background())
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return &testAPI{URL: srv.URL, client: &http.Client{Transport: contractTransport(t, srv.Client().Transport)},
-		store: store, pool: pool, logs: logs, opts: o}
+		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o}
 }
 
 // newUser returns a user id no other test uses, and a valid token for it.

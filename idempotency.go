@@ -70,7 +70,13 @@ func idempotent(store *Store, log *slog.Logger) func(http.Handler) http.Handler 
 			}
 			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 			if err != nil {
-				respondError(w, r, log, errStatus(http.StatusRequestEntityTooLarge, fmt.Sprintf("The body is larger than %d bytes.", maxBodyBytes)))
+				// Too big, or it did not arrive (within the server's read timeout, say).
+				readErr := errBadRequest("The body could not be read.")
+				var tooBig *http.MaxBytesError
+				if errors.As(err, &tooBig) {
+					readErr = errStatus(http.StatusRequestEntityTooLarge, fmt.Sprintf("The body is larger than %d bytes.", maxBodyBytes))
+				}
+				respondError(w, r, log, readErr)
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 )
 
 func idemKey(k string) reqOption { return header("Idempotency-Key", k) }
@@ -184,11 +186,13 @@ func TestIdempotencyKeyInFlight(t *testing.T) {
 	a := startAPI(t)
 	user, tok := a.newUser(t)
 	req := idempotentRequest{user: user, key: "slow"}
-	conn, err := a.pool.Acquire(t.Context())
+	// A session-level lock needs a session of its own: directly, never
+	// through a transaction-mode pooler.
+	conn, err := pgx.Connect(t.Context(), a.dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Release()
+	defer conn.Close(context.Background())
 	if _, err := conn.Exec(t.Context(), `SELECT pg_advisory_lock($1)`, req.lockID()); err != nil { // as the first request's transaction does
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -486,7 +487,8 @@ func classifyInternal(ctx context.Context, err error) *apiError {
 		unavailable.Detail = "The database did not answer in time; retry shortly."
 		return unavailable
 	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.SafeToRetry(err),
-		errors.Is(err, pgx.ErrTxClosed), strings.Contains(err.Error(), "closed pool"):
+		errors.Is(err, pgx.ErrTxClosed), strings.Contains(err.Error(), "closed pool"),
+		errors.Is(err, io.ErrUnexpectedEOF): // the server went away mid-statement (crash, immediate shutdown)
 		return unavailable // whatever the server said while refusing the connection
 	case errors.As(err, &pgErr):
 		switch {

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// PostgreSQL stopped under a write load, three ways: requests fail fast with
+// 503 and the service says it is not ready; when PostgreSQL is back the
+// service recovers by itself; and afterwards every acknowledged create,
+// update and delete is there exactly as acknowledged.
+func TestDatabaseOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a long fault test")
+	}
+	dir := pgTempDir(t)
+	pg := startLocalWith(t, dir, localPGOptions{}) // durable, as a real server is
+	env := map[string]string{"DATABASE_URL": pg.URL(), "BETTER_AUTH_SECRET": testSecret, "RATE_LIMIT": "0"}
+	// Straight to PostgreSQL, a request fails at once while it is down (2s:
+	// slack for a busy machine, far below the request deadline).
+	failFast := 2 * time.Second
+	if testPG.pooler != nil {
+		// The pgbouncer pass: the service reaches this cluster through a
+		// pgbouncer of its own, as it would reach Neon through its pooler.
+		// There a request does not fail at once: pgbouncer keeps the client
+		// waiting for a server connection while it retries the server, and
+		// the request's deadline ends the wait.
+		bouncer, err := startPgBouncer(t.Context(), pg.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(bouncer.stop)
+		env["DATABASE_URL"], env["DATABASE_URL_UNPOOLED"] = bouncer.url(pg.URL()), pg.URL()
+		failFast = requestDeadline + time.Second
+	}
+	s := startRun(t, env)
+	load := startWriteLoad(t, s.baseURL, 8)
+
+	outages := []struct {
+		name string
+		stop func(*localPostgres)
+		// The backends of a killed postmaster live on for a moment, and may
+		// still commit (durably: crash recovery replays it) and answer.
+		orphansServe bool
+	}{
+		{name: "fast shutdown", stop: func(pg *localPostgres) { stopLocal(t, pg) }},
+		{name: "immediate shutdown", stop: func(pg *localPostgres) {
+			_ = pg.cmd.Process.Signal(sigImmediateShutdown)
+			<-pg.Exited()
+		}},
+		{name: "postmaster killed", orphansServe: true, stop: func(pg *localPostgres) {
+			_ = pg.cmd.Process.Kill()
+			<-pg.Exited()
+		}},
+	}
+	for _, outage := range outages {
+		load.waitAcked(t, 200, 30*time.Second)
+
+		stopping := time.Now()
+		outage.stop(pg)
+		down := time.Now()
+		// The database stays down for at least half a second, and until every
+		// worker has met the outage.
+		waitUntil(t, requestDeadline+5*time.Second, "every worker to meet the outage", func() bool {
+			return time.Since(down) > 500*time.Millisecond && load.everyWorkerFailedSince(down)
+		})
+		readyz := probe(t, s.baseURL+"/readyz")
+		healthz := probe(t, s.baseURL+"/healthz")
+		if readyz.status != http.StatusServiceUnavailable || !readyz.problem || readyz.retryAfter == "" {
+			t.Errorf("%s: /readyz %s, want 503 problem+json with Retry-After", outage.name, readyz)
+		}
+		if healthz.status != http.StatusOK {
+			t.Errorf("%s: /healthz %s, want 200", outage.name, healthz)
+		}
+		restarting := time.Now()
+
+		// Every request that ran while the database was down failed fast, with a 503 to retry.
+		during := load.recordsBetween(down, restarting)
+		var slowest time.Duration
+		for _, r := range during {
+			if outage.orphansServe && r.status/100 == 2 {
+				continue
+			}
+			if r.status != http.StatusServiceUnavailable || !r.problem || r.retryAfter == "" {
+				t.Errorf("%s: %s; want 503 problem+json with Retry-After", outage.name, r)
+			}
+			slowest = max(slowest, r.latency())
+		}
+		// Those caught in flight by the stop did not hang either.
+		var slowestInFlight time.Duration
+		for _, r := range load.recordsOverlapping(stopping, down) {
+			slowestInFlight = max(slowestInFlight, r.latency())
+		}
+		if slowest > failFast || slowestInFlight > failFast+time.Second {
+			t.Errorf("%s: the slowest request during the outage took %s, and of those in flight at the stop %s",
+				outage.name, slowest, slowestInFlight)
+		}
+
+		pg = restartLocal(t, dir)
+		up := time.Now()
+		ready := waitUntil(t, 15*time.Second, "/readyz to answer 200 again", func() bool {
+			return probe(t, s.baseURL+"/readyz").status == http.StatusOK
+		})
+		load.waitAcked(t, 100, 15*time.Second)
+		firstWrite := time.Duration(-1)
+		failedAfter := 0
+		for _, r := range load.recordsBetween(up, time.Now()) {
+			if r.status/100 == 2 && (firstWrite < 0 || r.end.Sub(up) < firstWrite) {
+				firstWrite = r.end.Sub(up)
+			}
+			if r.status/100 != 2 {
+				failedAfter++
+			}
+		}
+		t.Logf("%s: stop took %s; %d requests during the %s outage, slowest %s (in flight at the stop: %s); "+
+			"/readyz %d in %s, /healthz %d in %s; after the restart (%s): ready in %s, first acknowledged write after %s, %d requests failed after the restart",
+			outage.name, down.Sub(stopping).Round(time.Millisecond), len(during), restarting.Sub(down).Round(time.Millisecond),
+			slowest.Round(time.Microsecond), slowestInFlight.Round(time.Microsecond),
+			readyz.status, readyz.latency().Round(time.Microsecond), healthz.status, healthz.latency().Round(time.Microsecond),
+			up.Sub(restarting).Round(time.Millisecond), ready.Round(time.Millisecond), firstWrite.Round(time.Millisecond), failedAfter)
+	}
+
+	load.finish()
+	// At no time did the service answer anything but a success or a 503 to
+	// retry (or a 404 to a delete repeated after an earlier attempt did it).
+	for _, r := range load.recordsBetween(time.Time{}, time.Now()) {
+		if r.status/100 == 2 || (r.status == http.StatusNotFound && r.method == "DELETE" && r.repeat) {
+			continue
+		}
+		if r.status != http.StatusServiceUnavailable || !r.problem || r.retryAfter == "" {
+			t.Errorf("%s; want a 2xx, or a 503 problem+json with Retry-After", r)
+		}
+	}
+	tally := load.verify(t, pg.URL())
+	if t.Failed() {
+		t.Logf("service log:\n%s", s.stderr)
+	}
+	t.Logf("verified: %d acknowledged creates, %d updates, %d deletes; %d tasks exactly as acknowledged, %d deletes absent, "+
+		"%d unacknowledged writes resolved whole, %d unacknowledged creates that happened",
+		tally.creates, tally.updates, tally.deletes, tally.present, tally.deletedAbsent, tally.unknownWrites, tally.unackedCreatesStored)
+}
+
+// probe is one GET, recorded like a request of the load.
+func probe(t *testing.T, url string) requestRecord {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), requestDeadline+5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	rec := requestRecord{method: "GET", start: time.Now()}
+	res, err := http.DefaultClient.Do(req)
+	rec.end = time.Now()
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	res.Body.Close()
+	rec.status = res.StatusCode
+	rec.problem = res.Header.Get("Content-Type") == "application/problem+json"
+	rec.retryAfter = res.Header.Get("Retry-After")
+	return rec
+}
+
+// restartLocal starts the cluster in dir again. After the postmaster was
+// killed its backends take a moment to notice and exit; until they have, the
+// new postmaster refuses to start on their shared memory, so it is retried.
+func restartLocal(t *testing.T, dir string) *localPostgres {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pg, err := startLocalPostgres(t.Context(), dir, localPGOptions{})
+		if err == nil {
+			t.Cleanup(func() { stopLocal(t, pg) })
+			return pg
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restart PostgreSQL: %v", err)
+		}
+		t.Logf("restart PostgreSQL (retrying): %v", err)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// How a failed statement's error becomes a response. A server that goes away
+// mid-statement (crash, immediate shutdown) leaves pgx with an unexpected
+// EOF: the database is unavailable, not an internal error.
+func TestClassifyDatabaseUnavailable(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"connection lost mid-statement", fmt.Errorf("update task 1: %w", io.ErrUnexpectedEOF), http.StatusServiceUnavailable},
+		{"server shutting down", fmt.Errorf("create task: %w", &pgconn.PgError{Code: "57P01"}), http.StatusServiceUnavailable},
+		{"server starting", fmt.Errorf("create task: %w", &pgconn.PgError{Code: "57P03"}), http.StatusServiceUnavailable},
+		{"deadline", fmt.Errorf("list tasks: %w", context.DeadlineExceeded), http.StatusServiceUnavailable},
+		{"a bug", fmt.Errorf("create task: %w", &pgconn.PgError{Code: "42703"}), http.StatusInternalServerError},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := classifyInternal(t.Context(), c.err)
+			if got.Status != c.want || (c.want == http.StatusServiceUnavailable && got.RetryAfter == 0) {
+				t.Fatalf("%d (Retry-After %d), want %d", got.Status, got.RetryAfter, c.want)
+			}
+		})
+	}
+}
