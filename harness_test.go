@@ -315,6 +315,8 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 		t.Fatal(err)
 	}
 	store := newStore(pool, o.maxTasks)
+	gateCtx, stopGate := context.WithCancel(context.Background())
+	t.Cleanup(stopGate)
 	h := newHandler(deps{
 		log:      log,
 		store:    store,
@@ -323,6 +325,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 		ready:    readiness(pool, migrator),
 		origins:  o.origins,
 		timeout:  o.timeout,
+		gate:     newDBGate(gateCtx, pool.Ping, log),
 	})
 	srv := httptest.NewUnstartedServer(h)
 	if o.server != nil {

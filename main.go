@@ -181,6 +181,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		limiter:  limiter,
 		ready:    readiness(pool, migrator),
 		origins:  cfg.CORSOrigins,
+		gate:     newDBGate(bgCtx, pool.Ping, log),
 	})
 
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))

@@ -17,6 +17,7 @@ type deps struct {
 	ready    func(context.Context) error // nil error: ready to serve
 	origins  []string
 	timeout  time.Duration // bounds each /api request's work; 0: requestDeadline
+	gate     *dbGate       // fails requests fast while the database is down; nil: off
 }
 
 // newHandler assembles the service: the routes, then the middleware that
@@ -43,8 +44,9 @@ func addRoutes(mux *http.ServeMux, d deps) {
 		return requireUser(d.verifier, d.log)(
 			limitRate(d.limiter)(
 				requireOwnPath(
-					withDeadline(timeout)(
-						idempotent(d.store, d.log)(h)))))
+					failFastWhenDown(d.gate)(
+						withDeadline(timeout)(
+							idempotent(d.store, d.log)(h))))))
 	}
 
 	handle("GET /api/{user_id}/tasks", api(handleTaskList(d.store, d.log)))

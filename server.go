@@ -88,6 +88,9 @@ type problem struct {
 // logged here, once, with the request id, and answered with a bare 500.
 func respondError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	ae := classify(r.Context(), err)
+	if ri := infoFrom(r.Context()); ri != nil && ae.Type == problemDBUnavailable {
+		ri.dbUnavailable = true
+	}
 	if ae.Status >= 500 {
 		level := slog.LevelError
 		if ae.Status != http.StatusInternalServerError {
@@ -155,9 +158,10 @@ const (
 // requestInfo is filled in as the request goes down the chain and read by the
 // access log once it comes back up.
 type requestInfo struct {
-	id      string
-	pattern string
-	userID  string
+	id            string
+	pattern       string
+	userID        string
+	dbUnavailable bool // the request found the database unavailable (see dbGate)
 }
 
 func infoFrom(ctx context.Context) *requestInfo {
