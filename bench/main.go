@@ -1,0 +1,159 @@
+// Command bench measures the service under load and compares it with its
+// ceiling: PostgreSQL running the same SQL through pgbench, with no HTTP in
+// front. Run it from the repository root:
+//
+//	go run ./bench                  every scenario: service vs pgbench, one table
+//	go run ./bench -soak 10m        mixed load for 10 minutes; fails on 5xx, RSS or goroutine growth
+//	go run ./bench -scale           1,000,000 tasks by COPY: list/get before and after, q search, EXPLAIN
+//
+// Each run builds the service, starts it on a fresh embedded PostgreSQL in a
+// temporary directory, seeds 50 users × 100 tasks through the API, measures,
+// and removes everything again (-keep leaves the directory).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, errTargetsMissed) {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "bench: error:", err)
+		os.Exit(1)
+	}
+}
+
+// errTargetsMissed: the run finished, but a pass/fail criterion failed.
+var errTargetsMissed = errors.New("criteria failed")
+
+// options are the command line.
+type options struct {
+	scenarios  []string
+	duration   time.Duration
+	warmup     time.Duration
+	conns      int
+	keep       bool
+	pool       int    // >0: the service's pool_max_conns
+	execMode   string // "": pgx's default; else default_query_exec_mode
+	out        string // markdown table
+	cpuProfile string // directory for one CPU profile of the service per scenario
+	soak       time.Duration
+	scale      bool
+	explainOut string
+}
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scenarios := fs.String("scenarios", strings.Join(scenarioNames(), ","), "comma-separated scenarios to run")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per scenario (and per pgbench run)")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before each scenario")
+	fs.IntVar(&o.conns, "conns", 32, "concurrent connections (HTTP clients, and pgbench clients)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (service log, database, scripts)")
+	fs.IntVar(&o.pool, "pool", 0, "the service's pool_max_conns (0: the service's default); see -exec-mode")
+	fs.StringVar(&o.execMode, "exec-mode", "", "the service's default_query_exec_mode: cache_statement, cache_describe, describe_exec, exec or simple_protocol (empty: the service's default)")
+	fs.StringVar(&o.out, "out", "", "also write the table as markdown to this file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the service during each scenario into this directory")
+	fs.DurationVar(&o.soak, "soak", 0, "instead of the table: mixed load for this long, checking 5xx, RSS and goroutines")
+	fs.BoolVar(&o.scale, "scale", false, "instead of the table: list/get on small data, then on 1,000,000 tasks loaded by COPY; q search; EXPLAIN")
+	fs.StringVar(&o.explainOut, "explain-out", "", "with -scale: write EXPLAIN (ANALYZE, BUFFERS) of every listing shape to this file")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, name := range strings.Split(*scenarios, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		if !slices.Contains(scenarioNames(), name) {
+			return o, fmt.Errorf("-scenarios: unknown scenario %q (have %s)", name, strings.Join(scenarioNames(), ", "))
+		}
+		o.scenarios = append(o.scenarios, name)
+	}
+	switch {
+	case len(o.scenarios) == 0:
+		return o, errors.New("-scenarios: name at least one")
+	case o.duration < time.Second:
+		return o, errors.New("-duration: at least 1s (pgbench counts whole seconds)")
+	case o.conns < 1:
+		return o, errors.New("-conns: at least 1")
+	case o.soak > 0 && o.scale:
+		return o, errors.New("-soak and -scale are separate runs")
+	case o.explainOut != "" && !o.scale:
+		return o, errors.New("-explain-out needs -scale")
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseOptions(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	w, err := newWorkspace(o.keep, stderr)
+	if err != nil {
+		return err
+	}
+	defer w.remove()
+
+	// Progress goes to stderr, results to stdout.
+	switch {
+	case o.soak > 0:
+		return runSoak(ctx, o, w, stdout, stderr)
+	case o.scale:
+		return runScale(ctx, o, w, stdout, stderr)
+	}
+	return runTable(ctx, o, w, stdout, stderr)
+}
+
+// workspace is the temporary directory of one run: the built service, its
+// working directory and data, the pgbench scripts.
+type workspace struct {
+	dir  string
+	keep bool
+	out  io.Writer
+}
+
+func newWorkspace(keep bool, out io.Writer) (*workspace, error) {
+	// Under /tmp, so the postgres OS user (the cluster's owner when running as
+	// root) can reach the data directory the service creates in it.
+	dir, err := os.MkdirTemp("", "tasks-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("temporary directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("temporary directory: %w", err)
+	}
+	return &workspace{dir: dir, keep: keep, out: out}, nil
+}
+
+func (w *workspace) remove() {
+	if w.keep {
+		fmt.Fprintf(w.out, "kept %s (service.log, data/, pgbench/)\n", w.dir)
+		return
+	}
+	if err := os.RemoveAll(w.dir); err != nil {
+		fmt.Fprintf(w.out, "could not remove %s: %v\n", w.dir, err)
+	}
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// runTable measures every scenario against the service and then pgbench,
+// in the same run on the same database, and prints one table.
+func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.Writer) error {
+	if o.cpuProfile != "" {
+		if err := os.MkdirAll(o.cpuProfile, 0o755); err != nil {
+			return err
+		}
+	}
+	s, err := startSetup(ctx, o, w, o.cpuProfile != "", progress)
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+	pg, err := newPgbench(w, s.db.socketDir(), o.conns)
+	if err != nil {
+		return err
+	}
+	t := table{
+		machine: machine(ctx, s.db.databaseURL(nil)),
+		settings: fmt.Sprintf("Load: %d connections with keep-alive, a random user of %d per request, %s per scenario after %s of warm-up. "+
+			"Service: RATE_LIMIT=0 (the default 50 requests/s per user would refuse this load), %s, request log at info level to a file. "+
+			"Ceiling: pgbench -c %d -j %d -M prepared, the same SQL on the same database.",
+			o.conns, len(s.users), o.duration, o.warmup, poolDescription(o), o.conns, min(2, o.conns)),
+	}
+	l := s.load(o.conns)
+	var meter *cpuMeter
+	if m, err := newCPUMeter(s.svc); err != nil {
+		fmt.Fprintf(progress, "no CPU accounting: %v\n", err)
+	} else {
+		meter = &m
+	}
+	for _, name := range o.scenarios {
+		r, err := measureScenario(ctx, o, s, l, pg, scenarioNamed(name), meter, progress)
+		if err != nil {
+			return err
+		}
+		t.rows = append(t.rows, r)
+	}
+	if t.peakRSS, err = memoryKB(s.svc.pid(), "VmHWM"); err != nil {
+		return fmt.Errorf("peak RSS: %w", err)
+	}
+	s.stop()
+
+	t.write(stdout)
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(t.markdown()), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(progress, "wrote %s\n", o.out)
+	}
+	failed := 0
+	for _, r := range t.rows {
+		failed += r.st.errors()
+	}
+	if failed > 0 {
+		return fmt.Errorf("%w: %d requests failed", errTargetsMissed, failed)
+	}
+	return nil
+}
+
+// measureScenario warms up, loads the service, then runs pgbench likewise,
+// metering the CPU of each run when meter is not nil.
+func measureScenario(ctx context.Context, o options, s *setup, l *load, pg *pgbench, sc scenario, meter *cpuMeter, progress io.Writer) (row, error) {
+	r := row{scenario: sc.name}
+	l.run(ctx, sc, o.warmup)
+	profiled := make(chan error, 1)
+	if o.cpuProfile != "" {
+		go func() { profiled <- s.svc.cpuProfile(ctx, o.duration, filepath.Join(o.cpuProfile, sc.name+".pprof")) }()
+	} else {
+		profiled <- nil
+	}
+	var err error
+	r.cpu, err = meter.during(func() error {
+		r.st = l.run(ctx, sc, o.duration)
+		return ctx.Err()
+	})
+	if err != nil {
+		return r, err
+	}
+	if err := <-profiled; err != nil {
+		return r, err
+	}
+	if !s.svc.running() {
+		return r, fmt.Errorf("the service exited during %s (%v); the end of %s:\n%s", sc.name, s.svc.waitErr, s.svc.logPath, s.svc.logTail(30))
+	}
+	// pgbench needs no warm-up: the service's run has just warmed the
+	// database, and its tps leaves out the time spent connecting.
+	r.ceilingCPU, err = meter.during(func() (err error) {
+		r.ceiling, err = pg.run(ctx, sc, o.duration)
+		return err
+	})
+	if err != nil {
+		return r, err
+	}
+	fmt.Fprintf(progress, "%-7s service %6.0f req/s  p50 %s  p99 %s  errors %d | pgbench %6.0f tps | ratio %.2f\n",
+		sc.name, r.st.rate(), ms(r.st.percentile(50)), ms(r.st.percentile(99)), r.st.errors(), r.ceiling.tps, r.ratio())
+	return r, nil
+}
+
+// cpuProfile saves a CPU profile of the service over (most of) d, taken
+// through DEBUG_ADDR while the load runs.
+func (s *service) cpuProfile(ctx context.Context, d time.Duration, path string) error {
+	secs := max(1, int(d.Seconds())-1)
+	url := "http://" + s.debug + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("cpu profile: status %d", res.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, res.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	return f.Close()
+}
