@@ -26,6 +26,9 @@ type Verifier struct {
 	secret []byte    // nil: HMAC tokens are refused
 	jwks   *jwksKeys // nil: asymmetric tokens are refused
 	opts   []jwt.ParseOption
+	leeway time.Duration
+	now    func() time.Time
+	cache  *tokenCache
 }
 
 // errKeysUnavailable: the token needs a key from the JWKS, which could not be fetched.
@@ -54,10 +57,13 @@ func newVerifier(o verifierOptions) *Verifier {
 	if o.Audience != "" {
 		opts = append(opts, jwt.WithAudience(o.Audience))
 	}
+	now := time.Now
 	if o.Clock != nil {
+		now = o.Clock
 		opts = append(opts, jwt.WithClock(jwt.ClockFunc(o.Clock)))
 	}
-	return &Verifier{secret: o.Secret, jwks: o.JWKS, opts: opts}
+	return &Verifier{secret: o.Secret, jwks: o.JWKS, opts: opts, leeway: o.Leeway, now: now,
+		cache: newTokenCache(tokenCacheSize, tokenCacheTTL)}
 }
 
 // tokenError is why a token was refused; its text goes to the client.
@@ -69,6 +75,10 @@ func (e *tokenError) Error() string { return e.reason }
 func (v *Verifier) Verify(ctx context.Context, token string) (string, error) {
 	if len(token) > maxTokenBytes || strings.Count(token, ".") != 2 {
 		return "", &tokenError{"The token is not a compact JWS."}
+	}
+	now := v.now()
+	if sub, ok := v.cache.get(token, now); ok {
+		return sub, nil
 	}
 	var keysErr error
 	provider := jws.KeyProviderFunc(func(ctx context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
@@ -87,7 +97,71 @@ func (v *Verifier) Verify(ctx context.Context, token string) (string, error) {
 	if sub == "" || utf8.RuneCountInString(sub) > 255 || strings.ContainsRune(sub, 0) {
 		return "", &tokenError{"The token's sub must be a non-empty string of at most 255 characters."}
 	}
+	exp, _ := tok.Expiration() // required, so present
+	until := exp.Add(v.leeway)
+	if limit := now.Add(v.cache.ttl); limit.Before(until) {
+		until = limit
+	}
+	v.cache.put(token, sub, until, now)
 	return sub, nil
+}
+
+// The cache of verified tokens. A session sends the same token with every
+// request; verifying it again costs 20 µs (HS256) to 80 µs (EdDSA) and ~200
+// allocations, a lookup costs nothing. An entry is honoured until the token
+// expires (with the leeway, as the check itself allows), but never longer
+// than tokenCacheTTL after it was verified, so a key withdrawn from the JWKS
+// stops being honoured within that time, as a JWKS refresh would.
+const (
+	tokenCacheSize = 10000
+	tokenCacheTTL  = 5 * time.Minute
+)
+
+type tokenCache struct {
+	ttl     time.Duration
+	max     int
+	mu      sync.RWMutex
+	entries map[string]cachedToken
+}
+
+type cachedToken struct {
+	sub   string
+	until time.Time
+}
+
+func newTokenCache(max int, ttl time.Duration) *tokenCache {
+	return &tokenCache{ttl: ttl, max: max, entries: make(map[string]cachedToken)}
+}
+
+func (c *tokenCache) get(token string, now time.Time) (string, bool) {
+	c.mu.RLock()
+	e, ok := c.entries[token]
+	c.mu.RUnlock()
+	if !ok || !now.Before(e.until) {
+		return "", false
+	}
+	return e.sub, true
+}
+
+// put remembers a verified token. When the cache is full it first drops the
+// entries that are no longer valid, then, if still full, an arbitrary tenth.
+func (c *tokenCache) put(token, sub string, until, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= c.max {
+		for k, e := range c.entries {
+			if !now.Before(e.until) {
+				delete(c.entries, k)
+			}
+		}
+		for k := range c.entries {
+			if len(c.entries) < c.max*9/10 {
+				break
+			}
+			delete(c.entries, k)
+		}
+	}
+	c.entries[token] = cachedToken{sub: sub, until: until}
 }
 
 func describeTokenError(err error) string {

@@ -406,3 +406,66 @@ func TestAuthOnlyConfiguredKeys(t *testing.T) {
 	noJWKS := startAuthAPI(t, "", time.Second)
 	expectUnauthorized(t, noJWKS, ed.sign(t, betterAuthClaims("a", now)))
 }
+
+// A verified token is remembered, but never past its expiry.
+func TestVerifiedTokenCacheHonoursExpiry(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	v := newVerifier(verifierOptions{Secret: []byte(testSecret), Leeway: time.Second, Clock: clock})
+	tok := signHMAC(t, "HS256", []byte(testSecret), map[string]any{"sub": "cached", "exp": now.Add(10 * time.Second).Unix()})
+	for range 2 { // verified, then from the cache
+		if sub, err := v.Verify(t.Context(), tok); err != nil || sub != "cached" {
+			t.Fatalf("sub %q err %v", sub, err)
+		}
+	}
+	if _, ok := v.cache.get(tok, now); !ok {
+		t.Fatal("the token was not cached")
+	}
+	now = now.Add(12 * time.Second)
+	if _, err := v.Verify(t.Context(), tok); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("an expired token was accepted from the cache: %v", err)
+	}
+}
+
+// A cached token signed by a key the JWKS withdrew is honoured for at most
+// tokenCacheTTL, then verified again, and refused.
+func TestVerifiedTokenCacheBoundedByTTL(t *testing.T) {
+	ed := newSigningKey(t, "EdDSA", "withdrawn")
+	srv := newJWKSServer(t, ed.public(t))
+	keys, err := newJWKSKeys(t.Context(), srv.URL, time.Hour, 0, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	v := newVerifier(verifierOptions{JWKS: keys, Leeway: time.Minute, Clock: func() time.Time { return now }})
+	claims := betterAuthClaims("ttl", now)
+	claims["exp"] = now.Add(time.Hour).Unix()
+	tok := ed.sign(t, claims)
+	if _, err := v.Verify(t.Context(), tok); err != nil {
+		t.Fatal(err)
+	}
+	srv.set()                 // the key is withdrawn,
+	keys.refresh(t.Context()) // and the periodic refresh has seen it
+	now = now.Add(tokenCacheTTL - time.Second)
+	if _, err := v.Verify(t.Context(), tok); err != nil {
+		t.Fatalf("within the TTL: %v", err)
+	}
+	now = now.Add(2 * time.Second)
+	if _, err := v.Verify(t.Context(), tok); err == nil {
+		t.Fatal("a token whose key was withdrawn is still accepted after the cache TTL")
+	}
+}
+
+func TestTokenCacheIsBounded(t *testing.T) {
+	c := newTokenCache(100, time.Minute)
+	now := time.Now()
+	for i := range 1000 {
+		c.put(fmt.Sprint("token-", i), "u", now.Add(time.Minute), now)
+		if len(c.entries) > 100 {
+			t.Fatalf("%d entries", len(c.entries))
+		}
+	}
+	if _, ok := c.get("token-999", now); !ok {
+		t.Fatal("the newest entry is missing")
+	}
+}

@@ -203,10 +203,11 @@ func TestCORS(t *testing.T) {
 
 func TestDebugEndpoints(t *testing.T) {
 	s := startRun(t, map[string]string{"DATABASE_URL": newDatabase(t, false), "BETTER_AUTH_SECRET": testSecret, "DEBUG_ADDR": "127.0.0.1:0"})
-	m := regexp.MustCompile(`debug endpoints \(pprof, expvar\) listening" addr=(\S+)`).FindStringSubmatch(s.stderr.String())
-	if m == nil {
-		t.Fatalf("no debug address in the log:\n%s", s.stderr)
-	}
+	var m []string
+	waitFor(t, "the debug address in the log", func() bool {
+		m = regexp.MustCompile(`debug endpoints \(pprof, expvar\) listening" addr=(\S+)`).FindStringSubmatch(s.stderr.String())
+		return m != nil
+	})
 	res, err := http.Get("http://" + m[1] + "/debug/vars")
 	if err != nil {
 		t.Fatal(err)

@@ -170,7 +170,10 @@ func handleTaskList(store *Store, log *slog.Logger) http.Handler {
 			values.Set("cursor", cursorAfter(&tasks[len(tasks)-1], q.Sort, q.Desc).String())
 			w.Header().Set("Link", "<"+r.URL.EscapedPath()+"?"+values.Encode()+`>; rel="next"`)
 		}
-		writeJSON(w, r, http.StatusOK, appendTasks(make([]byte, 0, 256+len(tasks)*320), tasks))
+		buf := getBuffer()
+		defer putBuffer(buf)
+		*buf = appendTasks(*buf, tasks)
+		writeJSON(w, r, http.StatusOK, *buf)
 	})
 }
 
@@ -194,7 +197,10 @@ func handleTaskStats(store *Store, log *slog.Logger) http.Handler {
 
 func writeTask(w http.ResponseWriter, r *http.Request, status int, t *Task) {
 	w.Header().Set("ETag", etag(t.Version))
-	writeJSON(w, r, status, appendTask(make([]byte, 0, 512), t))
+	buf := getBuffer()
+	defer putBuffer(buf)
+	*buf = appendTask(*buf, t)
+	writeJSON(w, r, status, *buf)
 }
 
 func etag(version int32) string { return `"` + strconv.Itoa(int(version)) + `"` }
