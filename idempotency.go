@@ -274,20 +274,11 @@ DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(
 	}
 }
 
-// runPurger purges expired keys every interval until ctx ends.
-func (s *Store) runPurger(ctx context.Context, interval time.Duration, log *slog.Logger) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n, err := s.purgeIdempotencyKeys(ctx); err != nil {
-				log.Warn("purging expired idempotency keys", "error", err)
-			} else if n > 0 {
-				log.Info("purged expired idempotency keys", "count", n)
-			}
-		}
+// purgeExpiredKeys is the periodic purge, logging what it did.
+func (s *Store) purgeExpiredKeys(ctx context.Context, log *slog.Logger) {
+	if n, err := s.purgeIdempotencyKeys(ctx); err != nil {
+		log.Warn("purging expired idempotency keys", "error", err)
+	} else if n > 0 {
+		log.Info("purged expired idempotency keys", "count", n)
 	}
 }

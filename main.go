@@ -188,10 +188,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	limiter := newRateLimiter(cfg.RateLimit, time.Now)
 	if limiter != nil {
-		go limiter.run(bgCtx, time.Minute)
+		go every(bgCtx, time.Minute, func(context.Context) { limiter.sweep() })
 	}
 	store := newStore(pool, cfg.MaxTasksPerUser)
-	go store.runPurger(bgCtx, 10*time.Minute, log)
+	go every(bgCtx, 10*time.Minute, func(ctx context.Context) { store.purgeExpiredKeys(ctx, log) })
 	handler := newHandler(deps{
 		log:      log,
 		store:    store,
@@ -252,6 +252,20 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	log.Info("stopped serving")
 	return nil
+}
+
+// every calls fn each interval until ctx ends: the background chores.
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn(ctx)
+		}
+	}
 }
 
 // serverTimeouts bound what a client may take; tests shorten them.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -151,5 +152,29 @@ func TestMigratePending(t *testing.T) {
 	}
 	if ok, _ := m.Current(t.Context(), pool); ok {
 		t.Fatal("one version pending counts as current")
+	}
+}
+
+// pool_* parameters in DATABASE_URL configure the pool; they must not reach
+// the server, which refuses unknown settings, on the migration connection either.
+func TestPoolParametersInDatabaseURL(t *testing.T) {
+	u, err := url.Parse(newDatabase(t, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("pool_max_conns", "3")
+	u.RawQuery = q.Encode()
+	m, _ := newMigrator(discardLog())
+	if err := migrateUp(t.Context(), m, u.String(), discardLog()); err != nil {
+		t.Fatalf("migrate with pool parameters: %v", err)
+	}
+	pool, err := openPool(t.Context(), u.String(), poolOptions{}, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if got := pool.Config().MaxConns; got != 3 {
+		t.Fatalf("MaxConns %d, want 3", got)
 	}
 }

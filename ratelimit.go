@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"math"
 	"net/http"
 	"sync"
@@ -75,20 +74,6 @@ func (l *rateLimiter) sweep() int {
 		}
 	}
 	return len(l.buckets)
-}
-
-// run sweeps every interval until ctx ends.
-func (l *rateLimiter) run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			l.sweep()
-		}
-	}
 }
 
 // limitRate refuses a user's request over their rate with 429 and

@@ -16,155 +16,141 @@ import (
 
 // ---- handlers -------------------------------------------------------------
 
-func handleTaskCreate(store *Store, log *slog.Logger) http.Handler {
+// errorHandler is a handler that returns its failure instead of writing it;
+// handle turns every such error into problem+json in one place.
+type errorHandler func(w http.ResponseWriter, r *http.Request) error
+
+func handle(log *slog.Logger, h errorHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := checkQuery(r); err != nil {
+		if err := h(w, r); err != nil {
 			respondError(w, r, log, err)
-			return
+		}
+	})
+}
+
+func handleTaskCreate(store *Store, log *slog.Logger) http.Handler {
+	return handle(log, func(w http.ResponseWriter, r *http.Request) error {
+		if err := checkQuery(r); err != nil {
+			return err
 		}
 		members, err := readObject(w, r)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		in, err := parseNewTask(members)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		t, err := store.CreateTask(r.Context(), userIDFrom(r.Context()), in)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		w.Header().Set("Location", taskPath(t.UserID, t.ID))
 		writeTask(w, r, http.StatusCreated, &t)
+		return nil
 	})
 }
 
 func handleTaskGet(store *Store, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := taskIDOf(r)
-		if err == nil {
-			err = checkQuery(r)
-		}
+	return handle(log, func(w http.ResponseWriter, r *http.Request) error {
+		id, err := taskRoute(r)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		t, err := store.GetTask(r.Context(), userIDFrom(r.Context()), id)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		if noneMatch(r.Header.Values("If-None-Match"), t.Version) {
 			w.Header().Set("ETag", etag(t.Version))
 			w.WriteHeader(http.StatusNotModified)
-			return
+			return nil
 		}
 		writeTask(w, r, http.StatusOK, &t)
+		return nil
 	})
 }
 
 // handleTaskUpdate serves PUT and PATCH alike: the fields given change,
 // omitted ones keep their values.
 func handleTaskUpdate(store *Store, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := taskIDOf(r)
-		if err == nil {
-			err = checkQuery(r)
-		}
+	return handle(log, func(w http.ResponseWriter, r *http.Request) error {
+		id, err := taskRoute(r)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		members, err := readObject(w, r)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		changes, err := parseTaskChanges(members)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		t, err := store.UpdateTask(r.Context(), userIDFrom(r.Context()), id, changes, parseIfMatch(r.Header.Values("If-Match")))
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		writeTask(w, r, http.StatusOK, &t)
+		return nil
 	})
 }
 
 // handleTaskComplete toggles completed (empty body) or sets it ({"completed": bool}).
 func handleTaskComplete(store *Store, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := taskIDOf(r)
-		if err == nil {
-			err = checkQuery(r)
-		}
+	return handle(log, func(w http.ResponseWriter, r *http.Request) error {
+		id, err := taskRoute(r)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		body, err := readBody(w, r)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		var completed *bool // nil: toggle
 		// Only JSON's own whitespace makes an empty body: "\u00a0" is malformed.
 		if len(bytes.Trim(body, " \t\r\n")) > 0 {
 			if completed, err = parseCompleteBody(body); err != nil {
-				respondError(w, r, log, err)
-				return
+				return err
 			}
 		}
 		t, err := store.SetCompleted(r.Context(), userIDFrom(r.Context()), id, completed, parseIfMatch(r.Header.Values("If-Match")))
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		writeTask(w, r, http.StatusOK, &t)
+		return nil
 	})
 }
 
 func handleTaskDelete(store *Store, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := taskIDOf(r)
-		if err == nil {
-			err = checkQuery(r)
-		}
+	return handle(log, func(w http.ResponseWriter, r *http.Request) error {
+		id, err := taskRoute(r)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		if err := store.DeleteTask(r.Context(), userIDFrom(r.Context()), id, parseIfMatch(r.Header.Values("If-Match"))); err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
+		return nil
 	})
 }
 
 func handleTaskList(store *Store, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return handle(log, func(w http.ResponseWriter, r *http.Request) error {
 		values, err := parseQuery(r, listParams...)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		q, err := parseListQuery(values)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		q.User = userIDFrom(r.Context())
 		tasks, more, err := store.ListTasks(r.Context(), q)
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		if more {
 			values.Set("cursor", cursorAfter(&tasks[len(tasks)-1], q.Sort, q.Desc).String())
@@ -174,22 +160,22 @@ func handleTaskList(store *Store, log *slog.Logger) http.Handler {
 		defer putBuffer(buf)
 		*buf = appendTasks(*buf, tasks)
 		writeJSON(w, r, http.StatusOK, *buf)
+		return nil
 	})
 }
 
 func handleTaskStats(store *Store, log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return handle(log, func(w http.ResponseWriter, r *http.Request) error {
 		if err := checkQuery(r); err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		st, err := store.Stats(r.Context(), userIDFrom(r.Context()))
 		if err != nil {
-			respondError(w, r, log, err)
-			return
+			return err
 		}
 		body := fmt.Appendf(nil, `{"total":%d,"completed":%d,"pending":%d,"overdue":%d}`, st.Total, st.Completed, st.Pending, st.Overdue)
 		writeJSON(w, r, http.StatusOK, body)
+		return nil
 	})
 }
 
@@ -210,6 +196,16 @@ func taskPath(userID string, id int64) string {
 }
 
 // ---- path, query and headers ----------------------------------------------
+
+// taskRoute checks what a route on one task takes from its URL: the {id},
+// and no query parameters.
+func taskRoute(r *http.Request) (int64, error) {
+	id, err := taskIDOf(r)
+	if err != nil {
+		return 0, err
+	}
+	return id, checkQuery(r)
+}
 
 // taskIDOf reads {id}: a positive 64-bit integer in plain decimal, else 404.
 func taskIDOf(r *http.Request) (int64, error) {

@@ -125,16 +125,16 @@ func lastOfPage(ctx context.Context, conn *pgx.Conn, s listingShape, user string
 	}
 	defer rows.Close()
 	var (
-		p                   pageEnd
-		userID, description string
-		completed           bool
-		completedAt         *time.Time
-		taskTags            []string
-		version             int32
-		n                   int
+		p           pageEnd
+		description string
+		completed   bool
+		completedAt *time.Time
+		taskTags    []string
+		version     int32
+		n           int
 	)
 	for rows.Next() && n < 100 {
-		if err := rows.Scan(&p.id, &userID, &p.title, &description, &completed, &completedAt,
+		if err := rows.Scan(&p.id, &p.title, &description, &completed, &completedAt,
 			&p.priority, &taskTags, &p.due, &version, &p.created, &p.updated); err != nil {
 			return nil, err
 		}
