@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -117,5 +119,28 @@ func TestRunRefusesDatabaseURLWithoutAuth(t *testing.T) {
 	err = run(t.Context(), []string{"frobnicate"}, envMap(nil), &syncBuffer{}, &syncBuffer{})
 	if err == nil || !strings.Contains(err.Error(), "unknown command") {
 		t.Fatalf("want an unknown-command error, got %v", err)
+	}
+}
+
+// The first connection is retried with backoff, each retry logged, until it
+// succeeds or the attempts would pass 30 s.
+func TestRetryConnect(t *testing.T) {
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	calls := 0
+	err := retryConnect(t.Context(), "db", log, func(context.Context) error {
+		calls++
+		if calls < 3 {
+			return errors.New("the compute is waking up")
+		}
+		return nil
+	})
+	if err != nil || calls != 3 || strings.Count(logs.String(), "could not connect; retrying") != 2 {
+		t.Fatalf("err %v after %d calls; log:\n%s", err, calls, logs)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := retryConnect(ctx, "db", log, func(context.Context) error { return errors.New("down") }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled start returned %v", err)
 	}
 }

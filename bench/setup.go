@@ -89,7 +89,7 @@ func (s *setup) load(conns int) *load {
 // poolDescription says which database settings the measured service ran with.
 func poolDescription(o options) string {
 	if o.pool == 0 && o.execMode == "" {
-		return "the service's default pool (max(4, cores) connections) and exec mode (cache_statement)"
+		return "the service's default pool (4 connections per core, 4..32) and exec mode (cache_statement)"
 	}
 	return "DATABASE_URL parameters " + poolParams(o).Encode()
 }
