@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,10 +34,11 @@ import (
 
 // pgBouncer is a pgbouncer process in front of the test server.
 type pgBouncer struct {
-	addr   string // 127.0.0.1:port
-	cmd    *exec.Cmd
-	exited chan struct{}
-	dir    string // its configuration and log
+	addr     string // 127.0.0.1:port
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	dir      string // its configuration and log
+	stopping atomic.Bool
 }
 
 func findPgBouncer() (string, error) {
@@ -125,7 +127,10 @@ logfile = %s
 		return fail(fmt.Errorf("start pgbouncer: %w", err))
 	}
 	go func() {
-		_ = b.cmd.Wait()
+		err := b.cmd.Wait()
+		if !b.stopping.Load() { // every later test would fail for want of it: say why
+			fmt.Fprintf(os.Stderr, "pgbouncer exited unexpectedly (%v); its log ends:\n%s\n", err, b.logTail())
+		}
 		close(b.exited)
 	}()
 	if err := b.waitListening(ctx, 10*time.Second); err != nil {
@@ -163,6 +168,7 @@ func (b *pgBouncer) logTail() string {
 // stop shuts pgbouncer down at once (SIGTERM), and removes its directory.
 func (b *pgBouncer) stop() {
 	defer os.RemoveAll(b.dir)
+	b.stopping.Store(true)
 	_ = b.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-b.exited:

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -245,6 +246,7 @@ func TestRequestDatabaseWorkIsBounded(t *testing.T) {
 	if _, err := tx.Exec(t.Context(), `SELECT FROM tasks WHERE id = $1 FOR UPDATE`, task.ID); err != nil {
 		t.Fatal(err)
 	}
+	holderPID := holder.PgConn().PID()
 
 	for _, key := range []string{"", "bounded"} { // plain, and inside the Idempotency-Key transaction
 		start := time.Now()
@@ -258,15 +260,10 @@ func TestRequestDatabaseWorkIsBounded(t *testing.T) {
 		if r.Header.Get("Retry-After") == "" || took > 2*time.Second {
 			t.Errorf("key %q: 503 after %s, Retry-After %q; want it soon after the 300ms deadline, with Retry-After", key, took, r.Header.Get("Retry-After"))
 		}
-		// The statement was cancelled on the server, not left waiting for the lock.
-		gone := waitUntil(t, 5*time.Second, "the cancelled UPDATE to leave pg_stat_activity", func() bool {
-			var n int
-			if err := holder.QueryRow(t.Context(), `
-SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' AND query ILIKE '%UPDATE tasks%'`).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
-			return n == 0
+		// The statement was cancelled on the server, not left waiting for the
+		// lock, and its transaction (with the Idempotency-Key's lock) ended.
+		gone := waitUntil(t, 5*time.Second, "the cancelled UPDATE and its transaction to end on the server", func() bool {
+			return len(pendingUpdates(t, dbURL, holderPID)) == 0
 		})
 		t.Logf("key %q: 503 after %s; the statement was gone from the server %s later", key, took.Round(time.Millisecond), gone.Round(time.Millisecond))
 	}
@@ -279,6 +276,109 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'acti
 		t.Fatalf("after the cancelled updates: %+v", got)
 	}
 	mustStatus(t, a.do(t, "PATCH", fmt.Sprintf("/api/me/tasks/%d", task.ID), `{"title":"changed"}`, bearer(tok), idemKey("bounded")), http.StatusOK)
+}
+
+// Clients that give up mid-request (a closed tab, a client timeout) cancel
+// their statements on the server, and the pool, and a pooler in front of the
+// server, go on serving: the pgbouncer pass runs this through Debian's
+// PgBouncer, which older releases crash on a badly timed cancel request.
+func TestAbandonedRequestsAreCancelledOnTheServer(t *testing.T) {
+	dbURL := newDatabase(t, true)
+	a := startAPI(t, func(o *apiOptions) { o.dbURL = dbURL })
+	_, tok := a.newUser(t)
+	task := a.createTask(t, tok, `{"title":"locked"}`)
+	path := fmt.Sprintf("/api/me/tasks/%d", task.ID)
+
+	holder, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
+	tx, err := holder.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), `SELECT FROM tasks WHERE id = $1 FOR UPDATE`, task.ID); err != nil {
+		t.Fatal(err)
+	}
+	holderPID := holder.PgConn().PID()
+
+	// Forty clients each wait 200ms for an update stuck behind the lock, then hang up.
+	impatient := &http.Client{Timeout: 200 * time.Millisecond}
+	var wg sync.WaitGroup
+	var answered atomic.Int32
+	for i := range 40 {
+		wg.Go(func() {
+			req, _ := http.NewRequest("PATCH", a.URL+path, strings.NewReader(fmt.Sprintf(`{"title":"abandoned %d"}`, i)))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
+			if i%2 == 1 {
+				req.Header.Set("Idempotency-Key", fmt.Sprintf("abandoned-%d", i))
+			}
+			if res, err := impatient.Do(req); err == nil {
+				res.Body.Close()
+				answered.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := answered.Load(); n != 0 {
+		t.Errorf("%d of the updates stuck behind the lock were answered within 200ms", n)
+	}
+	// While the lock is still held, every one of those statements ends.
+	gone := waitUntil(t, 5*time.Second, "the abandoned UPDATEs to end on the server", func() bool {
+		return len(pendingUpdates(t, dbURL, holderPID)) == 0
+	})
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got := mustStatus(t, a.do(t, "GET", path, nil, bearer(tok)), http.StatusOK).task(t)
+	if got.Title != "locked" || got.Version != task.Version {
+		t.Fatalf("the abandoned updates changed the task: %+v", got)
+	}
+	// The pool (and the pooler) serve on: forty updates at once all succeed.
+	var failed atomic.Int32
+	for i := range 40 {
+		wg.Go(func() {
+			body := fmt.Sprintf(`{"title":"served %d"}`, i)
+			if r := a.do(t, "PATCH", path, body, bearer(tok)); r.Status != http.StatusOK {
+				failed.Add(1)
+				t.Errorf("update %d after the abandoned ones: %d %s", i, r.Status, r.Body)
+			}
+		})
+	}
+	wg.Wait()
+	got = mustStatus(t, a.do(t, "GET", path, nil, bearer(tok)), http.StatusOK).task(t)
+	if got.Version != task.Version+40 {
+		t.Errorf("version %d after 40 updates from %d", got.Version, task.Version)
+	}
+	t.Logf("40 abandoned updates cancelled on the server within %s; 40 updates after them: %d failed", gone.Round(time.Millisecond), failed.Load())
+}
+
+// pendingUpdates lists the server's sessions on dbURL's database, other than
+// the one with pid except, that are running an UPDATE of tasks or sit in an
+// open transaction. It asks over a connection of its own: a session's view of
+// pg_stat_activity is a snapshot that lasts until its transaction ends.
+func pendingUpdates(t *testing.T, dbURL string, except uint32) []string {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(t.Context(), `
+SELECT pid || ' ' || state || ': ' || left(query, 40) FROM pg_stat_activity
+WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1)
+  AND (state = 'active' AND query ILIKE '%UPDATE tasks%' OR state LIKE 'idle in transaction%')`, except)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pending
 }
 
 // Straight to PostgreSQL every connection of the pool carries a

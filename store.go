@@ -18,7 +18,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -427,18 +426,13 @@ func openPool(ctx context.Context, dbURL string, o poolOptions, log *slog.Logger
 	if !o.Pooled {
 		// Bound every statement's work on the server, whatever the client does.
 		// A pooler would refuse this startup parameter; there the request's
-		// deadline and the cancel request below bound it instead.
+		// deadline bounds it instead: when a query's context ends, pgx closes
+		// the connection, and closing sends the server a cancel request first,
+		// so a statement waiting for a lock does not linger
+		// (TestAbandonedRequestsAreCancelledOnTheServer).
 		if _, ok := cfg.ConnConfig.RuntimeParams["statement_timeout"]; !ok {
 			cfg.ConnConfig.RuntimeParams["statement_timeout"] = "10s"
 		}
-	}
-	// pgx's default answers a cancelled context by closing the socket, and a
-	// backend waiting for a lock never notices: its statement would hold a
-	// server slot until statement_timeout, or forever behind a pooler. Ask the
-	// server to cancel the statement instead (PgBouncer forwards the request
-	// too), and close the socket only if no answer comes soon after.
-	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
-		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 500 * time.Millisecond}
 	}
 	if !strings.Contains(dbURL, "pool_max_conns") {
 		// pgx's default is one connection per core (at least 4). Measured on 2
