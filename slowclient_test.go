@@ -233,20 +233,7 @@ func TestRequestDatabaseWorkIsBounded(t *testing.T) {
 	_, tok := a.newUser(t)
 	task := a.createTask(t, tok, `{"title":"locked"}`)
 
-	holder, err := pgx.Connect(t.Context(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close(context.Background())
-	tx, err := holder.Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(t.Context(), `SELECT FROM tasks WHERE id = $1 FOR UPDATE`, task.ID); err != nil {
-		t.Fatal(err)
-	}
-	holderPID := holder.PgConn().PID()
+	holderPID, release := lockTaskRow(t, dbURL, task.ID)
 
 	for _, key := range []string{"", "bounded"} { // plain, and inside the Idempotency-Key transaction
 		start := time.Now()
@@ -267,9 +254,7 @@ func TestRequestDatabaseWorkIsBounded(t *testing.T) {
 		})
 		t.Logf("key %q: 503 after %s; the statement was gone from the server %s later", key, took.Round(time.Millisecond), gone.Round(time.Millisecond))
 	}
-	if err := tx.Rollback(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	// Nothing was changed, and the pool works on.
 	got := mustStatus(t, a.do(t, "GET", fmt.Sprintf("/api/me/tasks/%d", task.ID), nil, bearer(tok)), http.StatusOK).task(t)
 	if got.Title != "locked" || got.Version != task.Version {
@@ -289,20 +274,7 @@ func TestAbandonedRequestsAreCancelledOnTheServer(t *testing.T) {
 	task := a.createTask(t, tok, `{"title":"locked"}`)
 	path := fmt.Sprintf("/api/me/tasks/%d", task.ID)
 
-	holder, err := pgx.Connect(t.Context(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close(context.Background())
-	tx, err := holder.Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(t.Context(), `SELECT FROM tasks WHERE id = $1 FOR UPDATE`, task.ID); err != nil {
-		t.Fatal(err)
-	}
-	holderPID := holder.PgConn().PID()
+	holderPID, release := lockTaskRow(t, dbURL, task.ID)
 
 	// Forty clients each wait 200ms for an update stuck behind the lock, then hang up.
 	impatient := &http.Client{Timeout: 200 * time.Millisecond}
@@ -330,9 +302,7 @@ func TestAbandonedRequestsAreCancelledOnTheServer(t *testing.T) {
 	gone := waitUntil(t, 5*time.Second, "the abandoned UPDATEs to end on the server", func() bool {
 		return len(pendingUpdates(t, dbURL, holderPID)) == 0
 	})
-	if err := tx.Rollback(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	got := mustStatus(t, a.do(t, "GET", path, nil, bearer(tok)), http.StatusOK).task(t)
 	if got.Title != "locked" || got.Version != task.Version {
 		t.Fatalf("the abandoned updates changed the task: %+v", got)
@@ -354,6 +324,30 @@ func TestAbandonedRequestsAreCancelledOnTheServer(t *testing.T) {
 		t.Errorf("version %d after 40 updates from %d", got.Version, task.Version)
 	}
 	t.Logf("40 abandoned updates cancelled on the server within %s; 40 updates after them: %d failed", gone.Round(time.Millisecond), failed.Load())
+}
+
+// lockTaskRow locks the task's row in a transaction of its own session, as
+// another client's long transaction would, until release (or the test's end).
+// It returns that session's pid.
+func lockTaskRow(t *testing.T, dbURL string, id int64) (pid uint32, release func()) {
+	t.Helper()
+	holder, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close(context.Background()) })
+	tx, err := holder.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `SELECT FROM tasks WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	return holder.PgConn().PID(), func() {
+		if err := tx.Rollback(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // pendingUpdates lists the server's sessions on dbURL's database, other than
