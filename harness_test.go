@@ -271,6 +271,7 @@ const testSecret = "test-secret-that-is-at-least-32-bytes-long"
 type apiOptions struct {
 	dbURL     string // empty: the shared database
 	rateLimit float64
+	clock     func() time.Time // the rate limiter's; nil: time.Now
 	maxTasks  int
 	verifier  verifierOptions
 	origins   []string
@@ -298,6 +299,9 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	for _, c := range configure {
 		c(&o)
 	}
+	if o.clock == nil {
+		o.clock = time.Now
+	}
 	pool, dbURL := testPG.shared, testPG.sharedURL
 	if o.dbURL != "" {
 		dbURL = o.dbURL
@@ -321,7 +325,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 		log:      log,
 		store:    store,
 		verifier: newVerifier(o.verifier),
-		limiter:  newRateLimiter(o.rateLimit, time.Now),
+		limiter:  newRateLimiter(o.rateLimit, o.clock),
 		ready:    readiness(pool, migrator),
 		origins:  o.origins,
 		timeout:  o.timeout,

@@ -12,7 +12,10 @@ import (
 // A user over the rate gets 429 with Retry-After and nothing is done; other
 // users are served meanwhile.
 func TestRateLimit(t *testing.T) {
-	a := startAPI(t, func(o *apiOptions) { o.rateLimit = 5 }) // burst 10
+	// The limiter's clock moves only when the test says, so a slow request
+	// (race detector, a busy machine) cannot refill the bucket behind its back.
+	clock := &manualClock{now: time.Unix(1_800_000_000, 0)}
+	a := startAPI(t, func(o *apiOptions) { o.rateLimit = 5; o.clock = clock.Now }) // burst 10
 	user, tok := a.newUser(t)
 	_, otherTok := a.newUser(t)
 	for i := range 10 {
@@ -32,7 +35,7 @@ func TestRateLimit(t *testing.T) {
 	mustStatus(t, a.do(t, "GET", "/api/me/tasks", nil, bearer(otherTok)), http.StatusOK)
 	// Every /api route counts, errors included; the bucket refills at the rate.
 	mustStatus(t, a.do(t, "GET", "/api/me/tasks/1", nil, bearer(tok)), http.StatusTooManyRequests)
-	time.Sleep(250 * time.Millisecond) // 5/s: one token
+	clock.advance(250 * time.Millisecond) // 5/s: one token, and a quarter
 	mustStatus(t, a.do(t, "GET", "/api/me/tasks", nil, bearer(tok)), http.StatusOK)
 	mustStatus(t, a.do(t, "GET", "/api/me/tasks", nil, bearer(tok)), http.StatusTooManyRequests)
 	// Health checks are not limited.
@@ -47,6 +50,24 @@ func TestRateLimitOff(t *testing.T) {
 	for range 150 {
 		mustStatus(t, a.do(t, "GET", "/api/me/tasks/stats", nil, bearer(tok)), http.StatusOK)
 	}
+}
+
+// manualClock is a clock that moves only when told to.
+type manualClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 // Buckets of idle users are dropped once they would be full again.
