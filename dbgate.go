@@ -68,8 +68,7 @@ func failFastWhenDown(g *dbGate) func(http.Handler) http.Handler {
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if g.down.Load() {
-				writeProblem(w, r, &apiError{Status: http.StatusServiceUnavailable, Type: problemDBUnavailable, RetryAfter: 1,
-					Detail: "The database is not available right now; retry shortly."})
+				writeProblem(w, r, errDatabaseUnavailable(nil))
 				return
 			}
 			next.ServeHTTP(w, r)

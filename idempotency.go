@@ -68,15 +68,9 @@ func idempotent(store *Store, log *slog.Logger) func(http.Handler) http.Handler 
 				next.ServeHTTP(w, r)
 				return
 			}
-			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+			body, err := readAllLimited(w, r)
 			if err != nil {
-				// Too big, or it did not arrive (within the server's read timeout, say).
-				readErr := errBadRequest("The body could not be read.")
-				var tooBig *http.MaxBytesError
-				if errors.As(err, &tooBig) {
-					readErr = errStatus(http.StatusRequestEntityTooLarge, fmt.Sprintf("The body is larger than %d bytes.", maxBodyBytes))
-				}
-				respondError(w, r, log, readErr)
+				respondError(w, r, log, err)
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))

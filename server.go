@@ -368,19 +368,29 @@ type jsonMember struct {
 	Value json.RawMessage
 }
 
-// readBody reads the request body, at most maxBodyBytes, and checks it says
-// it is JSON. An empty body is returned as nil, with no Content-Type needed.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+// readAllLimited reads the whole body, at most maxBodyBytes of it: larger is
+// 413, a body that does not arrive (within the server's read timeout, say) 400.
+func readAllLimited(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	tooBig := errStatus(http.StatusRequestEntityTooLarge, fmt.Sprintf("The body is larger than %d bytes.", maxBodyBytes))
 	if r.ContentLength > maxBodyBytes {
-		return nil, errStatus(http.StatusRequestEntityTooLarge, fmt.Sprintf("The body is larger than %d bytes.", maxBodyBytes))
+		return nil, tooBig
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, errStatus(http.StatusRequestEntityTooLarge, fmt.Sprintf("The body is larger than %d bytes.", maxBodyBytes))
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, tooBig
 		}
 		return nil, errBadRequest("The body could not be read.")
+	}
+	return body, nil
+}
+
+// readBody reads the request body, at most maxBodyBytes, and checks it says
+// it is JSON. An empty body is returned as nil, with no Content-Type needed.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := readAllLimited(w, r)
+	if err != nil {
+		return nil, err
 	}
 	if len(body) == 0 {
 		return nil, nil

@@ -508,12 +508,18 @@ func retryConnect(ctx context.Context, what string, log *slog.Logger, connect fu
 	}
 }
 
+// errDatabaseUnavailable is the 503 for a database that cannot be reached,
+// which the client may retry shortly.
+func errDatabaseUnavailable(cause error) *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Type: problemDBUnavailable, RetryAfter: 1,
+		Detail: "The database is not available right now; retry shortly.", cause: cause}
+}
+
 // classifyInternal gives a failed request's underlying error its HTTP
 // meaning: an unreachable or overloaded database is a 503 the client may
 // retry; anything else is a 500.
 func classifyInternal(ctx context.Context, err error) *apiError {
-	unavailable := &apiError{Status: http.StatusServiceUnavailable, Type: problemDBUnavailable, RetryAfter: 1,
-		Detail: "The database is not available right now; retry shortly.", cause: err}
+	unavailable := errDatabaseUnavailable(err)
 	var pgErr *pgconn.PgError
 	var netErr net.Error
 	var connectErr *pgconn.ConnectError
