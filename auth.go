@@ -340,38 +340,28 @@ func (k *jwksKeys) Ready() bool { return k.res.Resource() != nil }
 
 func (k *jwksKeys) Close(ctx context.Context) error { return k.cache.Shutdown(ctx) }
 
-// ---- the wrapping handler -------------------------------------------------
-
-const authRealm = `Bearer realm="tasks-api"`
-
-// requireUser lets a request through only with a valid Bearer token, and puts
-// the token's subject in the context; handlers never see the token.
-func requireUser(v *Verifier, log *slog.Logger) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// authenticate lets a request through only with a valid Bearer token, and
+// puts the token's subject in the context; handlers never see the token.
+func authenticate(v *Verifier) func(apiHandler) apiHandler {
+	return func(next apiHandler) apiHandler {
+		return func(w http.ResponseWriter, r *http.Request) error {
 			token, ok := bearerToken(r.Header.Values("Authorization"))
 			if !ok {
-				writeProblem(w, r, &apiError{Status: http.StatusUnauthorized, Authn: authRealm,
-					Detail: "This route needs an Authorization: Bearer <token> header."})
-				return
+				return newError(CodeUnauthenticated, "This route needs an Authorization: Bearer <token> header.")
 			}
 			sub, err := v.Verify(r.Context(), token)
 			if errors.Is(err, errKeysUnavailable) {
-				log.Warn("refused a token: no JWKS keys", "request_id", requestIDFrom(r.Context()))
-				writeProblem(w, r, &apiError{Status: http.StatusServiceUnavailable, Type: problemKeysUnreadable, RetryAfter: 10,
-					Detail: "The keys that verify this token cannot be fetched right now; retry shortly."})
-				return
+				return &Error{Code: CodeKeysUnavailable, RetryAfter: 10 * time.Second, Err: err,
+					Message: "The keys that verify this token cannot be fetched right now; retry shortly."}
 			}
 			if err != nil {
-				writeProblem(w, r, &apiError{Status: http.StatusUnauthorized, Detail: err.Error(),
-					Authn: authRealm + `, error="invalid_token", error_description="` + err.Error() + `"`})
-				return
+				return newError(CodeInvalidToken, "%s", err.Error())
 			}
 			if ri := infoFrom(r.Context()); ri != nil {
 				ri.userID = sub
 			}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userIDKey, sub)))
-		})
+			return next(w, r.WithContext(context.WithValue(r.Context(), userIDKey, sub)))
+		}
 	}
 }
 

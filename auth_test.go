@@ -384,7 +384,7 @@ func TestAuthJWKSUnavailableAtStart(t *testing.T) {
 	a := startAuthAPI(t, srv.URL, gap)
 	now := time.Now()
 	r := mustStatus(t, a.do(t, "GET", "/api/me/tasks", nil, bearer(ed.sign(t, betterAuthClaims("late", now)))), http.StatusServiceUnavailable)
-	if r.problem(t).Type != problemKeysUnreadable || r.Header.Get("Retry-After") == "" {
+	if r.problem(t).Type != problemKinds[CodeKeysUnavailable].typ || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("%s Retry-After %q", r, r.Header.Get("Retry-After"))
 	}
 	hs := signHMAC(t, "HS256", []byte(testSecret), map[string]any{"sub": "hs", "exp": now.Add(time.Hour).Unix()})

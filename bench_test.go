@@ -184,7 +184,7 @@ func newBenchAPI(b *testing.B) *benchAPI {
 		b.Fatal(err)
 	}
 	b.Cleanup(pool.Close)
-	store := newStore(pool, 0) // no quota: the create loop makes as many tasks as it runs
+	store := newStore(pool, storeOptions{}) // no quota: the create loop makes as many tasks as it runs
 	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	h := newHandler(deps{
 		log:      log,

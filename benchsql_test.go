@@ -30,7 +30,7 @@ import (
 // table below says, and that its literals and constants are the values the
 // service binds.
 
-// sqlRecorder stands in for the request's transaction (see Store.db): it
+// sqlRecorder stands in for the store's pool (Queries.db): it
 // records what the store sends and fails it, so no database is needed.
 type sqlRecorder struct {
 	pgx.Tx // unused methods panic
@@ -71,9 +71,12 @@ func statementOf(t *testing.T, sub string, req *http.Request) recordedSQL {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rec := &sqlRecorder{}
+	store := newStore(nil, storeOptions{MaxTasksPerUser: cfg.MaxTasksPerUser})
+	store.db = rec
 	h := newHandler(deps{
 		log:      discardLog(),
-		store:    newStore(nil, cfg.MaxTasksPerUser),
+		store:    store,
 		verifier: newVerifier(verifierOptions{Secret: []byte(testSecret), Leeway: time.Minute}),
 	})
 	tok, err := mintToken([]byte(testSecret), sub, "", "", time.Hour, time.Now())
@@ -84,8 +87,7 @@ func statementOf(t *testing.T, sub string, req *http.Request) recordedSQL {
 	if req.ContentLength > 0 {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	rec := &sqlRecorder{}
-	h.ServeHTTP(httptest.NewRecorder(), req.WithContext(context.WithValue(req.Context(), txKey{}, pgx.Tx(rec))))
+	h.ServeHTTP(httptest.NewRecorder(), req)
 	if len(rec.calls) != 1 {
 		t.Fatalf("%s %s sent %d statements, want 1: %v", req.Method, req.URL, len(rec.calls), rec.calls)
 	}

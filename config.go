@@ -31,6 +31,9 @@ type Config struct {
 	RateLimit       float64 // requests per second per user; 0 turns it off
 	MaxTasksPerUser int     // 0 turns the quota off
 
+	StatementTimeout time.Duration // SET LOCAL statement_timeout in every transaction
+	LockTimeout      time.Duration // SET LOCAL lock_timeout in every transaction
+
 	LogLevel       slog.Level
 	LogFormat      string // text or json
 	MigrateOnStart bool
@@ -76,6 +79,8 @@ func loadConfig(getenv func(string) string, dotenv map[string]string) (Config, e
 		CORSOrigins:         p.origins("CORS_ORIGINS", []string{"http://localhost:3000"}),
 		RateLimit:           p.number("RATE_LIMIT", 50, 0, 1e6),
 		MaxTasksPerUser:     p.integer("MAX_TASKS_PER_USER", 10000, 0, math.MaxInt32-1),
+		StatementTimeout:    p.duration("DB_STATEMENT_TIMEOUT", 10*time.Second, 0, time.Hour),
+		LockTimeout:         p.duration("DB_LOCK_TIMEOUT", 5*time.Second, 0, time.Hour),
 		LogLevel:            p.level("LOG_LEVEL", slog.LevelInfo),
 		LogFormat:           p.oneOf("LOG_FORMAT", "text", "text", "json"),
 		MigrateOnStart:      p.boolean("MIGRATE_ON_START", true),

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,8 +23,6 @@ type cursor struct {
 	Title string    // title sort
 }
 
-var priorityRank = map[string]int{"none": 0, "low": 1, "medium": 2, "high": 3}
-
 func cursorAfter(t *Task, sort string, desc bool) cursor {
 	c := cursor{Sort: sort, Desc: desc, ID: t.ID}
 	switch sort {
@@ -38,7 +37,7 @@ func cursorAfter(t *Task, sort string, desc bool) cursor {
 			c.Time = *t.DueDate
 		}
 	case "priority":
-		c.Rank = priorityRank[t.Priority]
+		c.Rank, _ = priorityRank(t.Priority)
 	case "title":
 		c.Title = t.Title
 	}
@@ -94,7 +93,7 @@ func decodeCursor(s string) (cursor, error) {
 		return c, errBadCursor
 	}
 	c.Sort = parts[1]
-	if _, ok := sortKeys[c.Sort]; !ok {
+	if !slices.Contains(taskSorts, c.Sort) {
 		return c, errBadCursor
 	}
 	switch parts[2] {
@@ -110,12 +109,12 @@ func decodeCursor(s string) (cursor, error) {
 	key := parts[4]
 	switch c.Sort {
 	case "priority":
-		if c.Rank, err = strconv.Atoi(key); err != nil || c.Rank < 0 || c.Rank > 3 {
+		if c.Rank, err = strconv.Atoi(key); err != nil || c.Rank < 0 || c.Rank >= len(priorities) {
 			return c, errBadCursor
 		}
 	case "title":
 		t, err := base64.RawURLEncoding.DecodeString(key)
-		if err != nil || !utf8.Valid(t) || strings.ContainsRune(string(t), 0) || utf8.RuneCount(t) > 200 {
+		if err != nil || !utf8.Valid(t) || strings.ContainsRune(string(t), 0) || utf8.RuneCount(t) > maxTitleLen {
 			return c, errBadCursor
 		}
 		c.Title = string(t)
@@ -132,9 +131,3 @@ func decodeCursor(s string) (cursor, error) {
 	}
 	return c, nil
 }
-
-// The range of timestamps accepted anywhere: four-digit years, as RFC 3339 has.
-var (
-	minTimestamp = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
-	maxTimestamp = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
-)

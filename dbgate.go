@@ -61,20 +61,20 @@ func (g *dbGate) probe() {
 
 // failFastWhenDown answers 503 at once while the gate is closed, and tells the
 // gate when a request found the database unavailable.
-func failFastWhenDown(g *dbGate) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
+func failFastWhenDown(g *dbGate) func(apiHandler) apiHandler {
+	return func(next apiHandler) apiHandler {
 		if g == nil {
 			return next
 		}
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return func(w http.ResponseWriter, r *http.Request) error {
 			if g.down.Load() {
-				writeProblem(w, r, errDatabaseUnavailable(nil))
-				return
+				return errDatabaseUnavailable(nil)
 			}
-			next.ServeHTTP(w, r)
-			if ri := infoFrom(r.Context()); ri != nil && ri.dbUnavailable {
+			err := next(w, r)
+			if codeOf(err) == CodeUnavailable {
 				g.suspect()
 			}
-		})
+			return err
+		}
 	}
 }

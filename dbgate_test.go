@@ -33,15 +33,15 @@ func newGateRig(t *testing.T) *gateRig {
 		return ctx.Err()
 	}, discardLog())
 	rig.gate.interval, rig.gate.timeout = 20*time.Millisecond, 100*time.Millisecond
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := func(w http.ResponseWriter, r *http.Request) error {
 		rig.reached.Add(1)
 		if !rig.dbUp.Load() {
-			respondError(w, r, discardLog(), context.DeadlineExceeded)
-			return
+			return dbFail("query", context.DeadlineExceeded)
 		}
 		writeJSON(w, r, http.StatusOK, []byte(`{}`))
-	})
-	rig.srv = httptest.NewServer(logRequests(discardLog())(failFastWhenDown(rig.gate)(h)))
+		return nil
+	}
+	rig.srv = httptest.NewServer(logRequests(discardLog())(serveRoute("GET /", failFastWhenDown(rig.gate)(h))))
 	t.Cleanup(rig.srv.Close)
 	return rig
 }
@@ -131,7 +131,7 @@ func TestDBGateWithAnUnansweringDatabase(t *testing.T) {
 	t.Cleanup(cancel)
 	gate := newDBGate(ctx, pool.Ping, discardLog())
 	gate.timeout = 200 * time.Millisecond
-	h := newHandler(deps{log: discardLog(), store: newStore(pool, 0), origins: []string{"*"},
+	h := newHandler(deps{log: discardLog(), store: newStore(pool, storeOptions{}), origins: []string{"*"},
 		verifier: newVerifier(verifierOptions{Secret: []byte(testSecret)}), timeout: 500 * time.Millisecond, gate: gate,
 		ready: func(context.Context) error { return errors.New("down") }})
 	srv := httptest.NewServer(h)
@@ -144,7 +144,7 @@ func TestDBGateWithAnUnansweringDatabase(t *testing.T) {
 	if took := time.Since(start); took < 400*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("the first request took %s; it should wait out its 500ms deadline", took)
 	}
-	if r.problem(t).Type != problemDBUnavailable {
+	if r.problem(t).Type != problemKinds[CodeUnavailable].typ {
 		t.Fatal(r)
 	}
 	waitFor(t, "the gate to close", gate.down.Load)

@@ -84,21 +84,21 @@ func FuzzTaskBody(f *testing.F) {
 	})
 }
 
-// wantClientError fails unless err is an *apiError with one of statuses, and
-// a 422 says which fields are wrong.
+// wantClientError fails unless err is an *Error answered with one of
+// statuses, and a 422 says which fields are wrong.
 func wantClientError(t *testing.T, err error, statuses ...int) {
 	t.Helper()
-	ae, ok := err.(*apiError)
+	ae, ok := err.(*Error)
 	if !ok {
-		t.Fatalf("error %T %v, want *apiError", err, err)
+		t.Fatalf("error %T %v, want *Error", err, err)
 	}
-	if !slices.Contains(statuses, ae.Status) {
-		t.Fatalf("status %d (%v), want one of %v", ae.Status, ae, statuses)
+	if status := statusOf(ae.Code); !slices.Contains(statuses, status) {
+		t.Fatalf("status %d (%v), want one of %v", status, ae, statuses)
 	}
-	if ae.Detail == "" {
-		t.Fatalf("%d without a detail", ae.Status)
+	if ae.Message == "" {
+		t.Fatalf("%v without a message", ae.Code)
 	}
-	if ae.Status == http.StatusUnprocessableEntity && len(ae.Fields) == 0 {
+	if statusOf(ae.Code) == http.StatusUnprocessableEntity && len(ae.Fields) == 0 {
 		t.Fatalf("422 without field errors: %v", ae)
 	}
 	if len(ae.Fields) > maxFieldErrors {
@@ -109,7 +109,7 @@ func wantClientError(t *testing.T, err error, statuses ...int) {
 			t.Fatalf("field error %+q", fe)
 		}
 	}
-	if b, err := json.Marshal(problem{Status: ae.Status, Detail: ae.Detail, Errors: ae.Fields}); err != nil || !json.Valid(b) {
+	if b, err := json.Marshal(problem{Status: statusOf(ae.Code), Detail: ae.Message, Errors: ae.Fields}); err != nil || !json.Valid(b) {
 		t.Fatalf("the problem does not encode: %v", err)
 	}
 }

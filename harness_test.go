@@ -276,6 +276,7 @@ type apiOptions struct {
 	verifier  verifierOptions
 	origins   []string
 	timeout   time.Duration   // deps.timeout; 0: requestDeadline
+	lockTime  time.Duration   // DB_LOCK_TIMEOUT of every transaction; 0: 5s
 	server    *serverTimeouts // serve with newHTTPServer and these; nil: httptest's plain server
 }
 
@@ -318,7 +319,11 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := newStore(pool, o.maxTasks)
+	lockTimeout := o.lockTime
+	if lockTimeout == 0 {
+		lockTimeout = 5 * time.Second
+	}
+	store := newStore(pool, storeOptions{MaxTasksPerUser: o.maxTasks, StatementTimeout: 10 * time.Second, LockTimeout: lockTimeout})
 	gateCtx, stopGate := context.WithCancel(context.Background())
 	t.Cleanup(stopGate)
 	h := newHandler(deps{

@@ -78,7 +78,7 @@ func TestIdempotencyKeyReuseWithAnotherRequest(t *testing.T) {
 		"other path":             a.do(t, "PATCH", fmt.Sprintf("/api/me/tasks/%d/complete", task.ID), nil, bearer(tok), idemKey("k")),
 	} {
 		t.Run(name, func(t *testing.T) {
-			if p := mustStatus(t, r, http.StatusUnprocessableEntity).problem(t); p.Type != problemKeyReused {
+			if p := mustStatus(t, r, http.StatusUnprocessableEntity).problem(t); p.Type != problemKinds[CodeKeyReused].typ {
 				t.Fatalf("type %q", p.Type)
 			}
 		})
@@ -164,7 +164,7 @@ func TestIdempotentConcurrentDuplicates(t *testing.T) {
 			}
 			created = r.Body
 		case http.StatusConflict:
-			if p := r.problem(t); p.Type != problemKeyInUse || r.Header.Get("Retry-After") == "" {
+			if p := r.problem(t); p.Type != problemKinds[CodeKeyInUse].typ || r.Header.Get("Retry-After") == "" {
 				t.Fatalf("409 %+v", p)
 			}
 		default:
@@ -197,7 +197,7 @@ func TestIdempotencyKeyInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := mustStatus(t, a.do(t, "POST", "/api/me/tasks", `{"title":"x"}`, bearer(tok), idemKey("slow")), http.StatusConflict)
-	if r.problem(t).Type != problemKeyInUse {
+	if r.problem(t).Type != problemKinds[CodeKeyInUse].typ {
 		t.Fatal(r)
 	}
 	if _, err := conn.Exec(t.Context(), `SELECT pg_advisory_unlock($1)`, req.lockID()); err != nil {
@@ -214,27 +214,29 @@ func TestIdempotencyKeyInFlight(t *testing.T) {
 func TestIdempotencyIsAtomicWithTheChange(t *testing.T) {
 	a := startAPI(t)
 	user, _ := a.newUser(t)
-	run := func(h http.Handler) *httptest.ResponseRecorder {
+	run := func(h txHandler) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("POST", "/api/me/tasks", strings.NewReader(`{"title":"x"}`))
 		req = req.WithContext(context.WithValue(req.Context(), userIDKey, user))
 		req.Header.Set("Idempotency-Key", "atomic")
 		w := httptest.NewRecorder()
 		func() {
 			defer func() { recover() }()
-			idempotent(a.store, discardLog())(h).ServeHTTP(w, req)
+			if err := idempotent(a.store)(h)(w, req); err != nil {
+				respondError(w, req, err)
+			}
 		}()
 		return w
 	}
-	createThen := func(after func(w http.ResponseWriter)) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if _, err := a.store.CreateTask(r.Context(), user, newTask{Title: "x", Priority: "none", Tags: []string{}}); err != nil {
+	createThen := func(after func(w http.ResponseWriter) error) txHandler {
+		return func(w http.ResponseWriter, r *http.Request, q Queries) error {
+			if _, err := q.CreateTask(r.Context(), user, newTask{Title: "x", Priority: "none", Tags: []string{}}); err != nil {
 				t.Error(err)
 			}
-			after(w)
-		})
+			return after(w)
+		}
 	}
-	run(createThen(func(http.ResponseWriter) { panic("crash after the change") }))
-	w := run(createThen(func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) }))
+	run(createThen(func(http.ResponseWriter) error { panic("crash after the change") }))
+	w := run(createThen(func(http.ResponseWriter) error { return errDatabaseUnavailable(nil) }))
 	if w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d", w.Code)
 	}
@@ -243,7 +245,7 @@ func TestIdempotencyIsAtomicWithTheChange(t *testing.T) {
 	if n := a.countTasks(t, user); n != 0 || keys != 0 {
 		t.Fatalf("after failures: %d tasks, %d keys; want neither", n, keys)
 	}
-	w = run(createThen(func(w http.ResponseWriter) { w.WriteHeader(http.StatusCreated) }))
+	w = run(createThen(func(w http.ResponseWriter) error { w.WriteHeader(http.StatusCreated); return nil }))
 	a.pool.QueryRow(t.Context(), `SELECT count(*) FROM idempotency_keys WHERE user_id = $1`, user).Scan(&keys)
 	if n := a.countTasks(t, user); w.Code != http.StatusCreated || n != 1 || keys != 1 {
 		t.Fatalf("after success: status %d, %d tasks, %d keys", w.Code, n, keys)
@@ -266,7 +268,7 @@ func TestIdempotencyKeyExpiry(t *testing.T) {
 	if _, err := a.pool.Exec(t.Context(), `UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'aged'`); err != nil {
 		t.Fatal(err)
 	}
-	n, err := a.store.purgeIdempotencyKeys(t.Context())
+	n, err := a.store.PurgeIdempotencyKeys(t.Context())
 	if err != nil || n != 1 {
 		t.Fatalf("purged %d (%v), want 1", n, err)
 	}

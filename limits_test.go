@@ -23,7 +23,7 @@ func TestRateLimit(t *testing.T) {
 		_ = i
 	}
 	r := mustStatus(t, a.do(t, "POST", "/api/me/tasks", `{"title":"over the limit"}`, bearer(tok)), http.StatusTooManyRequests)
-	if p := r.problem(t); p.Type != problemRateLimited {
+	if p := r.problem(t); p.Type != problemKinds[CodeRateLimited].typ {
 		t.Fatalf("type %q", p.Type)
 	}
 	if s, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || s < 1 {
@@ -105,7 +105,7 @@ func TestQuota(t *testing.T) {
 		ids = append(ids, a.createTask(t, tok, map[string]any{"title": fmt.Sprint(i)}).ID)
 	}
 	r := mustStatus(t, a.do(t, "POST", "/api/me/tasks", `{"title":"one too many"}`, bearer(tok)), http.StatusConflict)
-	if p := r.problem(t); p.Type != problemQuota {
+	if p := r.problem(t); p.Type != problemKinds[CodeQuotaExceeded].typ {
 		t.Fatalf("type %q", p.Type)
 	}
 	if n := a.countTasks(t, user); n != 3 {

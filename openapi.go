@@ -2,17 +2,17 @@ package main
 
 import (
 	_ "embed"
+	"io"
 	"net/http"
 )
 
 //go:embed openapi.json
 var openAPIDoc []byte
 
-func handleOpenAPI() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-cache")
-		writeJSON(w, r, http.StatusOK, openAPIDoc)
-	})
+func handleOpenAPI(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "no-cache")
+	writeJSON(w, r, http.StatusOK, openAPIDoc)
+	return nil
 }
 
 // docsPage is Swagger UI, loaded by the browser from a public CDN, as FastAPI's /docs is.
@@ -41,13 +41,11 @@ const docsPage = `<!doctype html>
 </html>
 `
 
-func handleDocs() http.Handler {
-	body := []byte(docsPage)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.WriteHeader(http.StatusOK)
-		if r.Method != http.MethodHead {
-			_, _ = w.Write(body)
-		}
-	})
+func handleDocs(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = io.WriteString(w, docsPage)
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -194,16 +193,17 @@ func TestClassifyDatabaseUnavailable(t *testing.T) {
 		err  error
 		want int
 	}{
-		{"connection lost mid-statement", fmt.Errorf("update task 1: %w", io.ErrUnexpectedEOF), http.StatusServiceUnavailable},
-		{"server shutting down", fmt.Errorf("create task: %w", &pgconn.PgError{Code: "57P01"}), http.StatusServiceUnavailable},
-		{"server starting", fmt.Errorf("create task: %w", &pgconn.PgError{Code: "57P03"}), http.StatusServiceUnavailable},
-		{"deadline", fmt.Errorf("list tasks: %w", context.DeadlineExceeded), http.StatusServiceUnavailable},
-		{"a bug", fmt.Errorf("create task: %w", &pgconn.PgError{Code: "42703"}), http.StatusInternalServerError},
+		{"connection lost mid-statement", io.ErrUnexpectedEOF, http.StatusServiceUnavailable},
+		{"server shutting down", &pgconn.PgError{Code: "57P01"}, http.StatusServiceUnavailable},
+		{"server starting", &pgconn.PgError{Code: "57P03"}, http.StatusServiceUnavailable},
+		{"lock timeout", &pgconn.PgError{Code: "55P03"}, http.StatusServiceUnavailable},
+		{"deadline", context.DeadlineExceeded, http.StatusServiceUnavailable},
+		{"a bug", &pgconn.PgError{Code: "42703"}, http.StatusInternalServerError},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got := classifyInternal(t.Context(), c.err)
-			if got.Status != c.want || (c.want == http.StatusServiceUnavailable && got.RetryAfter == 0) {
-				t.Fatalf("%d (Retry-After %d), want %d", got.Status, got.RetryAfter, c.want)
+			got := asError(t.Context(), dbFail("statement", c.err))
+			if status := statusOf(got.Code); status != c.want || (c.want == http.StatusServiceUnavailable && got.RetryAfter == 0) {
+				t.Fatalf("%d (Retry-After %s), want %d", status, got.RetryAfter, c.want)
 			}
 		})
 	}

@@ -78,19 +78,17 @@ func (l *rateLimiter) sweep() int {
 
 // limitRate refuses a user's request over their rate with 429 and
 // Retry-After (whole seconds), before any work is done.
-func limitRate(l *rateLimiter) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
+func limitRate(l *rateLimiter) func(apiHandler) apiHandler {
+	return func(next apiHandler) apiHandler {
 		if l == nil {
 			return next
 		}
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return func(w http.ResponseWriter, r *http.Request) error {
 			if ok, wait := l.allow(userIDFrom(r.Context())); !ok {
-				writeProblem(w, r, &apiError{Status: http.StatusTooManyRequests, Type: problemRateLimited,
-					RetryAfter: int(math.Ceil(wait.Seconds())),
-					Detail:     "Too many requests for this user; retry after the number of seconds in Retry-After."})
-				return
+				return &Error{Code: CodeRateLimited, RetryAfter: wait,
+					Message: "Too many requests for this user; retry after the number of seconds in Retry-After."}
 			}
-			next.ServeHTTP(w, r)
-		})
+			return next(w, r)
+		}
 	}
 }

@@ -33,98 +33,107 @@ func newHandler(d deps) http.Handler {
 	return h
 }
 
-// addRoutes is the whole API surface.
+// addRoutes is the whole API surface. Every route under /api/ passes the same
+// chain, outermost first: the token, the user's rate, the path's user, the
+// database gate, the deadline, and Idempotency-Key, which decides whether the
+// handler's statements run on the pool or in a transaction that records the
+// response.
 func addRoutes(mux *http.ServeMux, d deps) {
-	handle := func(pattern string, h http.Handler) { mux.Handle(pattern, recordPattern(pattern, h)) }
 	timeout := d.timeout
 	if timeout == 0 {
 		timeout = requestDeadline
 	}
-	api := func(h http.Handler) http.Handler {
-		return requireUser(d.verifier, d.log)(
+	api := func(h txHandler) apiHandler {
+		return authenticate(d.verifier)(
 			limitRate(d.limiter)(
 				requireOwnPath(
 					failFastWhenDown(d.gate)(
 						withDeadline(timeout)(
-							idempotent(d.store, d.log)(h))))))
+							idempotent(d.store)(h))))))
 	}
+	handle := func(pattern string, h apiHandler) { mux.Handle(pattern, serveRoute(pattern, h)) }
 
-	handle("GET /api/{user_id}/tasks", api(handleTaskList(d.store, d.log)))
-	handle("POST /api/{user_id}/tasks", api(handleTaskCreate(d.store, d.log)))
-	handle("GET /api/{user_id}/tasks/stats", api(handleTaskStats(d.store, d.log)))
-	handle("GET /api/{user_id}/tasks/{id}", api(handleTaskGet(d.store, d.log)))
-	handle("PUT /api/{user_id}/tasks/{id}", api(handleTaskUpdate(d.store, d.log)))
-	handle("PATCH /api/{user_id}/tasks/{id}", api(handleTaskUpdate(d.store, d.log)))
-	handle("DELETE /api/{user_id}/tasks/{id}", api(handleTaskDelete(d.store, d.log)))
-	handle("PATCH /api/{user_id}/tasks/{id}/complete", api(handleTaskComplete(d.store, d.log)))
+	handle("GET /api/{user_id}/tasks", api(handleTaskList))
+	handle("POST /api/{user_id}/tasks", api(handleTaskCreate))
+	handle("GET /api/{user_id}/tasks/stats", api(handleTaskStats))
+	handle("GET /api/{user_id}/tasks/{id}", api(handleTaskGet))
+	handle("PUT /api/{user_id}/tasks/{id}", api(handleTaskUpdate))
+	handle("PATCH /api/{user_id}/tasks/{id}", api(handleTaskUpdate))
+	handle("DELETE /api/{user_id}/tasks/{id}", api(handleTaskDelete))
+	handle("PATCH /api/{user_id}/tasks/{id}/complete", api(handleTaskComplete))
 
-	handle("GET /healthz", handleHealthz())
-	handle("GET /readyz", handleReadyz(d.ready, d.log))
-	handle("GET /openapi.json", handleOpenAPI())
-	handle("GET /docs", handleDocs())
+	handle("GET /healthz", handleHealthz)
+	handle("GET /readyz", handleReadyz(d.ready))
+	handle("GET /openapi.json", handleOpenAPI)
+	handle("GET /docs", handleDocs)
+}
+
+// apiHandler is a handler that returns its failure instead of writing it.
+type apiHandler func(w http.ResponseWriter, r *http.Request) error
+
+// txHandler is a handler whose statements run on q: the pool, or the
+// transaction of the request's Idempotency-Key (see idempotent).
+type txHandler func(w http.ResponseWriter, r *http.Request, q Queries) error
+
+// serveRoute adapts h to net/http: it tells the access log which route serves the
+// request, and turns h's error into the response, in one place.
+func serveRoute(pattern string, h apiHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ri := infoFrom(r.Context()); ri != nil {
+			ri.pattern = pattern
+		}
+		if err := h(w, r); err != nil {
+			respondError(w, r, err)
+		}
+	})
 }
 
 // requestDeadline bounds a request's database work, whatever the client does.
 const requestDeadline = 10 * time.Second
 
-// recordPattern tells the access log which route served the request.
-func recordPattern(pattern string, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ri := infoFrom(r.Context()); ri != nil {
-			ri.pattern = pattern
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 // requireOwnPath: {user_id} must be the token's subject, or "me".
-func requireOwnPath(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func requireOwnPath(next apiHandler) apiHandler {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		if p := r.PathValue("user_id"); p != "me" && p != userIDFrom(r.Context()) {
-			writeProblem(w, r, errStatus(http.StatusForbidden,
-				"The path names another user; use your own user id or \"me\"."))
-			return
+			return newError(CodeForbidden, "The path names another user; use your own user id or \"me\".")
 		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func withDeadline(d time.Duration) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithTimeout(r.Context(), d)
-			defer cancel()
-			next.ServeHTTP(w, r.WithContext(ctx))
-		})
+		return next(w, r)
 	}
 }
 
-func handleHealthz() http.Handler {
-	body := []byte(`{"status":"ok"}`)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, r, http.StatusOK, body)
-	})
+func withDeadline(d time.Duration) func(apiHandler) apiHandler {
+	return func(next apiHandler) apiHandler {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			return next(w, r.WithContext(ctx))
+		}
+	}
+}
+
+func handleHealthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, r, http.StatusOK, []byte(`{"status":"ok"}`))
+	return nil
 }
 
 // handleReadyz answers 200 only while the database answers and its schema is
 // current, so a load balancer sends no traffic to an instance that would fail.
-func handleReadyz(ready func(context.Context) error, log *slog.Logger) http.Handler {
-	body := []byte(`{"status":"ready"}`)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func handleReadyz(ready func(context.Context) error) apiHandler {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {
-			log.Warn("not ready", "error", err)
-			detail := "The database does not answer."
-			var nr notReady
-			if errors.As(err, &nr) {
-				detail = string(nr)
+			e := errDatabaseUnavailable(err)
+			e.RetryAfter = 5 * time.Second
+			e.Message = "The database does not answer."
+			if nr, ok := errors.AsType[notReady](err); ok {
+				e.Message = string(nr)
 			}
-			writeProblem(w, r, &apiError{Status: http.StatusServiceUnavailable, Type: problemDBUnavailable, RetryAfter: 5, Detail: detail})
-			return
+			return e
 		}
-		writeJSON(w, r, http.StatusOK, body)
-	})
+		writeJSON(w, r, http.StatusOK, []byte(`{"status":"ready"}`))
+		return nil
+	}
 }
 
 // notReady is a readiness failure whose text may be shown to anyone.

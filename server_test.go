@@ -48,7 +48,7 @@ func TestReadinessFailures(t *testing.T) {
 		if r.Status != http.StatusServiceUnavailable {
 			t.Fatalf("%s\n%s", r, a.logs)
 		}
-		if r.problem(t).Type != problemDBUnavailable {
+		if r.problem(t).Type != problemKinds[CodeUnavailable].typ {
 			t.Fatalf("problem type %q", r.problem(t).Type)
 		}
 	})

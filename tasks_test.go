@@ -337,7 +337,7 @@ func TestETagsAndConditionalRequests(t *testing.T) {
 	mustStatus(t, a.do(t, "PUT", path, `{"title":"y"}`, bearer(tok), header("If-Match", `"1"`)), http.StatusOK)
 	for _, stale := range []string{`"1"`, `W/"2"`, `2`, `"x"`, ``} {
 		r := mustStatus(t, a.do(t, "PATCH", path, `{"title":"z"}`, bearer(tok), header("If-Match", stale)), http.StatusPreconditionFailed)
-		if r.problem(t).Type != problemVersion {
+		if r.problem(t).Type != problemKinds[CodePreconditionFailed].typ {
 			t.Fatalf("problem type %q", r.problem(t).Type)
 		}
 		mustStatus(t, a.do(t, "PATCH", path+"/complete", nil, bearer(tok), header("If-Match", stale)), http.StatusPreconditionFailed)

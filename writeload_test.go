@@ -235,8 +235,6 @@ func (w *loadWorker) write(method, path, body, key string, repeat bool) (int, []
 	return rec.status, b
 }
 
-var priorities = []string{"none", "low", "medium", "high"}
-
 // step runs one write.
 func (w *loadWorker) step(ctx context.Context) {
 	w.ops++

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// serverTimeouts bound what a client may take; tests shorten them.
+type serverTimeouts struct {
+	readHeader time.Duration // slowloris: headers must arrive promptly
+	read       time.Duration // a slow body is cut off
+	write      time.Duration
+	idle       time.Duration
+	shutdown   time.Duration // how long in-flight requests may finish
+}
+
+var defaultTimeouts = serverTimeouts{
+	readHeader: 5 * time.Second,
+	read:       15 * time.Second,
+	write:      30 * time.Second,
+	idle:       2 * time.Minute,
+	shutdown:   15 * time.Second,
+}
+
+// newHTTPServer is the server every request goes through. Requests run under
+// baseCtx, not the shutdown signal's context, so a shutdown lets them finish.
+func newHTTPServer(h http.Handler, t serverTimeouts, log *slog.Logger, baseCtx context.Context) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.readHeader,
+		ReadTimeout:       t.read,
+		WriteTimeout:      t.write,
+		IdleTimeout:       t.idle,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+	}
+}
+
+// readiness: the database answers and every migration is applied.
+func readiness(pool *pgxpool.Pool, m *Migrator) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if err := pool.Ping(ctx); err != nil {
+			return fmt.Errorf("the database does not answer: %w", err)
+		}
+		current, err := m.Current(ctx, pool)
+		if err != nil {
+			return fmt.Errorf("could not read the schema version: %w", err)
+		}
+		if !current {
+			return notReady("The database schema is not current: migrations are pending.")
+		}
+		return nil
+	}
+}
+
+// every calls fn each interval until ctx ends: the background chores.
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn(ctx)
+		}
+	}
+}
+
+// runServer serves on ln until ctx ends, then stops accepting and lets the
+// requests in flight finish, for at most drain.
+func runServer(ctx context.Context, srv *http.Server, ln net.Listener, drain time.Duration, log *slog.Logger) error {
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests")
+	drainCtx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		log.Warn("requests still running at the end of the drain were cut off", "error", err)
+	}
+	log.Info("stopped serving")
+	return nil
+}
+
+// purgeIdempotencyKeys is the periodic purge of expired keys, logging what it did.
+func purgeIdempotencyKeys(ctx context.Context, store *Store, log *slog.Logger) {
+	if n, err := store.PurgeIdempotencyKeys(ctx); err != nil {
+		log.Warn("purging expired idempotency keys", "error", err)
+	} else if n > 0 {
+		log.Info("purged expired idempotency keys", "count", n)
+	}
+}
