@@ -107,8 +107,8 @@ func (v *Verifier) Verify(ctx context.Context, token string) (string, error) {
 }
 
 // The cache of verified tokens. A session sends the same token with every
-// request; verifying it again costs 20 µs (HS256) to 80 µs (EdDSA) and ~200
-// allocations, a lookup costs nothing. An entry is honoured until the token
+// request; verifying it again costs a signature check and hundreds of
+// allocations, a lookup next to nothing (docs/performance.md). An entry is honoured until the token
 // expires (with the leeway, as the check itself allows), but never longer
 // than tokenCacheTTL after it was verified, so a key withdrawn from the JWKS
 // stops being honoured within that time, as a JWKS refresh would.

@@ -236,10 +236,10 @@ func openPool(ctx context.Context, dbURL string, o poolOptions, log *slog.Logger
 		}
 	}
 	if !strings.Contains(dbURL, "pool_max_conns") {
-		// pgx's default is one connection per core (at least 4). Measured on 2
-		// cores, 4 per core served reads 10-35% and writes 15-25% faster (more
-		// commits share an fsync; bench -pool); more than that only added
-		// latency. Capped so a big machine does not exhaust a small server.
+		// pgx's default is one connection per core (at least 4). 4 per core
+		// served reads and writes faster (more commits share an fsync; bench
+		// -pool, docs/performance.md); more than that only added latency.
+		// Capped so a big machine does not exhaust a small server.
 		cfg.MaxConns = int32(min(max(4*runtime.GOMAXPROCS(0), 4), 32))
 	}
 	if !strings.Contains(dbURL, "pool_max_conn_idle_time") {

@@ -7,8 +7,8 @@ import (
 )
 
 // logBuffer coalesces log lines into fewer writes. Under load, the access log
-// is a line per request; writing each with its own system call cost ~4% of
-// the service's CPU. A line is written at once when nothing was written in the
+// is a line per request; writing each with its own system call showed in the
+// service's CPU profile. A line is written at once when nothing was written in the
 // last interval (so a quiet service logs in real time), otherwise it joins a
 // batch written at the next tick or when the batch reaches maxBatch. What is
 // pending when the process is killed outright is lost: at most one interval.

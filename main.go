@@ -74,9 +74,9 @@ The environment variables are listed in the README.
 
 // tuneGC trades memory for CPU, unless GOGC or GOMEMLIMIT say otherwise. With
 // Go's default (GOGC=100) the collector ran every few dozen list requests and
-// took about a third of the service's CPU under load; at 400 it runs a quarter
-// as often, and the soft limit keeps the heap well inside a small container.
-// Measured in the README: peak RSS stays under 64 MB.
+// took a large share of the service's CPU under load; at 400 it runs a quarter
+// as often, and the soft limit keeps the heap well inside a small container
+// (docs/performance.md has the measurements).
 func tuneGC(getenv func(string) string) {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(400)

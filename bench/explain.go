@@ -283,7 +283,7 @@ func explainLines(ctx context.Context, conn *pgx.Conn, sql string, args []any) (
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-// writePlans writes the plans as markdown, for the README.
+// writePlans writes the plans as markdown, for docs/plans.md.
 func writePlans(w io.Writer, plans []plan) {
 	for _, p := range plans {
 		fmt.Fprintf(w, "#### %s\n\n```sql\n%s\n```\nparameters: %s\n\n", p.shape.request, p.shape.statement(), formatArgs(p.args))
