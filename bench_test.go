@@ -119,6 +119,7 @@ type jsonTask struct {
 	Version     int32      `json:"version"`
 	CreatedAt   time.Time  `json:"created_at"`
 	UpdatedAt   time.Time  `json:"updated_at"`
+	DeletedAt   *time.Time `json:"deleted_at,omitempty"`
 }
 
 // BenchmarkEncodeTaskList encodes the hottest response, a page of 100

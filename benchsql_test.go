@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -92,6 +93,35 @@ func statementOf(t *testing.T, sub string, req *http.Request) recordedSQL {
 		t.Fatalf("%s %s sent %d statements, want 1: %v", req.Method, req.URL, len(rec.calls), rec.calls)
 	}
 	return rec.calls[0]
+}
+
+// updateBenchSQL rewrites the bench's statements from the service's: after a
+// change to store.go's SQL, run
+//
+//	go test -run 'TestPgbenchScripts|TestListingShapes' -update-bench-sql
+//
+// and review the diff (the \set lines and the parameter table stay by hand).
+var updateBenchSQL = flag.Bool("update-bench-sql", false, "rewrite bench/pgbench/*.sql and bench/listing-shapes.sql from the service's SQL")
+
+// rewritePgbenchScript replaces the statement of a script of bench/pgbench/,
+// keeping its comments and \set lines.
+func rewritePgbenchScript(t *testing.T, name, statement string) {
+	t.Helper()
+	path := filepath.Join("bench", "pgbench", name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "--") && !strings.HasPrefix(line, `\set `) && strings.TrimSpace(line) != "" {
+			break
+		}
+		head = append(head, line)
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(head, "\n")+"\n"+statement+";\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // pgbenchScript is a script of bench/pgbench/: its \set variables and its
@@ -229,7 +259,12 @@ func TestPgbenchScriptsRunTheServiceSQL(t *testing.T) {
 		t.Run(sc.file, func(t *testing.T) {
 			ran := statementOf(t, "1", sc.req)
 			script := readPgbenchScript(t, sc.file)
-			if want := strings.TrimSpace(substituteParams(t, ran.sql, sc.params)); script.statement != want {
+			want := strings.TrimSpace(substituteParams(t, ran.sql, sc.params))
+			if *updateBenchSQL && script.statement != want {
+				rewritePgbenchScript(t, sc.file, want)
+				script = readPgbenchScript(t, sc.file)
+			}
+			if script.statement != want {
 				t.Errorf("the script's statement is not the service's.\nscript:\n%s\nwant (the service's, substituted):\n%s", script.statement, want)
 			}
 			checkParams(t, script, sc.params, ran.args)
@@ -268,6 +303,9 @@ func TestListingShapesAreTheServiceSQL(t *testing.T) {
 				t.Fatalf("no one-line statement follows %q", line)
 			}
 			ran := statementOf(t, "heavy", httptest.NewRequest("GET", shapeTarget(t, target), nil))
+			if *updateBenchSQL {
+				lines[i+1] = ran.sql + ";"
+			}
 			if got := strings.TrimSuffix(lines[i+1], ";"); got != ran.sql {
 				t.Errorf("the file's statement is not the service's.\nfile:\n%s\nservice:\n%s", got, ran.sql)
 			}
@@ -275,6 +313,11 @@ func TestListingShapesAreTheServiceSQL(t *testing.T) {
 	}
 	if shapes == 0 {
 		t.Fatal("no shapes in bench/listing-shapes.sql")
+	}
+	if *updateBenchSQL {
+		if err := os.WriteFile(filepath.Join("bench", "listing-shapes.sql"), []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -31,6 +31,10 @@ type Config struct {
 	RateLimit       float64 // requests per second per user; 0 turns it off
 	MaxTasksPerUser int     // 0 turns the quota off
 
+	TrashRetention      time.Duration // trashed tasks are deleted for good after this
+	SyncRetention       time.Duration // sync tokens are honoured at least this long
+	ChangesPollInterval time.Duration // how often waiting requests re-read the feed positions; 0: 5s with LISTEN, 1s without
+
 	StatementTimeout time.Duration // SET LOCAL statement_timeout in every transaction
 	LockTimeout      time.Duration // SET LOCAL lock_timeout in every transaction
 
@@ -79,6 +83,9 @@ func loadConfig(getenv func(string) string, dotenv map[string]string) (Config, e
 		CORSOrigins:         p.origins("CORS_ORIGINS", []string{"http://localhost:3000"}),
 		RateLimit:           p.number("RATE_LIMIT", 50, 0, 1e6),
 		MaxTasksPerUser:     p.integer("MAX_TASKS_PER_USER", 10000, 0, math.MaxInt32-1),
+		TrashRetention:      p.duration("TRASH_RETENTION", 720*time.Hour, time.Minute, 100*365*24*time.Hour),
+		SyncRetention:       p.duration("SYNC_RETENTION", 720*time.Hour, time.Minute, 100*365*24*time.Hour),
+		ChangesPollInterval: p.duration("CHANGES_POLL_INTERVAL", 0, 0, 5*time.Second),
 		StatementTimeout:    p.duration("DB_STATEMENT_TIMEOUT", 10*time.Second, 0, time.Hour),
 		LockTimeout:         p.duration("DB_LOCK_TIMEOUT", 5*time.Second, 0, time.Hour),
 		LogLevel:            p.level("LOG_LEVEL", slog.LevelInfo),

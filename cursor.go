@@ -23,6 +23,9 @@ type cursor struct {
 	Title string    // title sort
 }
 
+// trashSort is the one order of the trash: most recently deleted first.
+const trashSort = "deleted_at"
+
 func cursorAfter(t *Task, sort string, desc bool) cursor {
 	c := cursor{Sort: sort, Desc: desc, ID: t.ID}
 	switch sort {
@@ -40,6 +43,10 @@ func cursorAfter(t *Task, sort string, desc bool) cursor {
 		c.Rank, _ = priorityRank(t.Priority)
 	case "title":
 		c.Title = t.Title
+	case trashSort:
+		if t.DeletedAt != nil {
+			c.Time = *t.DeletedAt
+		}
 	}
 	return c
 }
@@ -93,7 +100,7 @@ func decodeCursor(s string) (cursor, error) {
 		return c, errBadCursor
 	}
 	c.Sort = parts[1]
-	if !slices.Contains(taskSorts, c.Sort) {
+	if !slices.Contains(taskSorts, c.Sort) && c.Sort != trashSort {
 		return c, errBadCursor
 	}
 	switch parts[2] {

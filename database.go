@@ -27,6 +27,7 @@ import (
 // cluster under DataDir, which stop shuts down.
 type database struct {
 	url, migrationURL string
+	listenURL         string // a direct connection for LISTEN; "": none (only a pooler)
 	pooled            bool
 	local             *localPostgres
 }
@@ -55,14 +56,18 @@ func watchLocalPostgres(ctx context.Context, db *database, log *slog.Logger) {
 
 func openDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*database, error) {
 	if cfg.DatabaseURL != "" {
-		return &database{url: cfg.DatabaseURL, migrationURL: cfg.MigrationURL(),
-			pooled: isPooledURL(cfg.DatabaseURL, cfg.DatabaseURLUnpooled)}, nil
+		db := &database{url: cfg.DatabaseURL, migrationURL: cfg.MigrationURL(),
+			pooled: isPooledURL(cfg.DatabaseURL, cfg.DatabaseURLUnpooled)}
+		if !db.pooled || cfg.DatabaseURLUnpooled != "" {
+			db.listenURL = cfg.MigrationURL() // a transaction-mode pooler drops LISTEN
+		}
+		return db, nil
 	}
 	pg, err := startLocalPostgres(ctx, filepath.Join(cfg.DataDir), localPGOptions{Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("no DATABASE_URL, so the embedded PostgreSQL was to be used, but: %w", err)
 	}
-	return &database{url: pg.URL(), migrationURL: pg.URL(), local: pg}, nil
+	return &database{url: pg.URL(), migrationURL: pg.URL(), listenURL: pg.URL(), local: pg}, nil
 }
 
 // Store runs every query of the service. Its Queries run on the pool, one
@@ -76,8 +81,19 @@ type Store struct {
 
 // Queries are the service's statements, on the pool or in a transaction.
 type Queries struct {
+	store    *Store // opens transactions
+	inTx     bool
 	db       dbtx
-	maxTasks int32 // per user
+	maxTasks int32             // per user
+	onChange func(user string) // told of a user's changed tasks once they are committed; nil: nobody
+}
+
+// changed tells whoever waits for the user's changes (long polls, event
+// streams) that its tasks changed; in a transaction, once it commits.
+func (q Queries) changed(user string) {
+	if q.onChange != nil {
+		q.onChange(user)
+	}
 }
 
 // dbtx is a pool or a transaction.
@@ -90,9 +106,10 @@ type dbtx interface {
 
 // storeOptions bound the store's work and its users.
 type storeOptions struct {
-	MaxTasksPerUser  int           // 0: no quota
-	StatementTimeout time.Duration // per statement, in every transaction; 0: the server's
-	LockTimeout      time.Duration // per lock wait, in every transaction; 0: the server's
+	MaxTasksPerUser  int               // 0: no quota
+	OnChange         func(user string) // told of each user whose tasks changed, after the commit
+	StatementTimeout time.Duration     // per statement, in every transaction; 0: the server's
+	LockTimeout      time.Duration     // per lock wait, in every transaction; 0: the server's
 }
 
 func newStore(pool *pgxpool.Pool, o storeOptions) *Store {
@@ -100,10 +117,11 @@ func newStore(pool *pgxpool.Pool, o storeOptions) *Store {
 	if o.MaxTasksPerUser > 0 {
 		quota = int32(o.MaxTasksPerUser)
 	}
-	s := &Store{Queries: Queries{maxTasks: quota}, pool: pool, txBounds: beginSQL(o.StatementTimeout, o.LockTimeout)}
+	s := &Store{Queries: Queries{maxTasks: quota, onChange: o.OnChange}, pool: pool, txBounds: beginSQL(o.StatementTimeout, o.LockTimeout)}
 	if pool != nil {
 		s.db = pool
 	}
+	s.store = s
 	return s
 }
 
@@ -131,14 +149,27 @@ func (s *Store) InTx(ctx context.Context, fn func(Queries) error) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) // after Commit, a no-op
 	q := s.Queries
-	q.db = tx
+	q.db, q.inTx = tx, true
+	var changedUsers []string
+	q.onChange = func(user string) { changedUsers = append(changedUsers, user) }
 	if err := fn(q); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return dbFail("commit", err)
 	}
+	for _, user := range changedUsers {
+		s.changed(user)
+	}
 	return nil
+}
+
+// InTx runs fn in a transaction: the one q is in, or a new one.
+func (q Queries) InTx(ctx context.Context, fn func(Queries) error) error {
+	if q.inTx {
+		return fn(q)
+	}
+	return q.store.InTx(ctx, fn)
 }
 
 // dbFail wraps a failed statement's error with what was being done, and says

@@ -99,6 +99,10 @@ func appendTask(b []byte, t *Task) []byte {
 	b = appendTime(b, t.CreatedAt)
 	b = append(b, `,"updated_at":`...)
 	b = appendTime(b, t.UpdatedAt)
+	if t.DeletedAt != nil { // only trashed tasks carry it
+		b = append(b, `,"deleted_at":`...)
+		b = appendTime(b, *t.DeletedAt)
+	}
 	return append(b, '}')
 }
 

@@ -277,6 +277,9 @@ type apiOptions struct {
 	origins   []string
 	timeout   time.Duration   // deps.timeout; 0: requestDeadline
 	lockTime  time.Duration   // DB_LOCK_TIMEOUT of every transaction; 0: 5s
+	noListen  bool            // the change notifier polls only, as behind a pooler without DATABASE_URL_UNPOOLED
+	poll      time.Duration   // CHANGES_POLL_INTERVAL; 0: the default
+	syncKeep  time.Duration   // SYNC_RETENTION; 0: 720h
 	server    *serverTimeouts // serve with newHTTPServer and these; nil: httptest's plain server
 }
 
@@ -289,6 +292,7 @@ type testAPI struct {
 	dbURL  string        // the database, directly
 	logs   *syncBuffer
 	opts   apiOptions
+	feed   *syncFeed
 }
 
 var userSeq atomic.Int64
@@ -326,6 +330,14 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	store := newStore(pool, storeOptions{MaxTasksPerUser: o.maxTasks, StatementTimeout: 10 * time.Second, LockTimeout: lockTimeout})
 	gateCtx, stopGate := context.WithCancel(context.Background())
 	t.Cleanup(stopGate)
+	listenURL := dbURL // directly, never through pgbouncer
+	if o.noListen {
+		listenURL = ""
+	}
+	if o.syncKeep == 0 {
+		o.syncKeep = 720 * time.Hour
+	}
+	feed := startSyncFeed(gateCtx, store, listenURL, o.poll, o.syncKeep, log)
 	h := newHandler(deps{
 		log:      log,
 		store:    store,
@@ -335,6 +347,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 		origins:  o.origins,
 		timeout:  o.timeout,
 		gate:     newDBGate(gateCtx, pool.Ping, log),
+		feed:     feed,
 	})
 	srv := httptest.NewUnstartedServer(h)
 	if o.server != nil {
@@ -343,7 +356,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return &testAPI{URL: srv.URL, client: &http.Client{Transport: contractTransport(t, srv.Client().Transport)},
-		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o}
+		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed}
 }
 
 // newUser returns a user id no other test uses, and a valid token for it.
@@ -415,6 +428,7 @@ type taskJSON struct {
 	Version     int      `json:"version"`
 	CreatedAt   string   `json:"created_at"`
 	UpdatedAt   string   `json:"updated_at"`
+	DeletedAt   *string  `json:"deleted_at"`
 }
 
 type reqOption func(*http.Request)

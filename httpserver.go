@@ -93,6 +93,15 @@ func runServer(ctx context.Context, srv *http.Server, ln net.Listener, drain tim
 	return nil
 }
 
+// purgeTrash deletes for good what the trash may no longer keep, logging what it did.
+func purgeTrash(ctx context.Context, store *Store, trashRetention, syncRetention time.Duration, log *slog.Logger) {
+	if n, err := store.PurgeTrash(ctx, trashRetention, syncRetention); err != nil {
+		log.Warn("purging the trash", "error", err)
+	} else if n > 0 {
+		log.Info("purged the trash", "tasks", n)
+	}
+}
+
 // purgeIdempotencyKeys is the periodic purge of expired keys, logging what it did.
 func purgeIdempotencyKeys(ctx context.Context, store *Store, log *slog.Logger) {
 	if n, err := store.PurgeIdempotencyKeys(ctx); err != nil {

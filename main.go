@@ -137,7 +137,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	store := newStore(pool, storeOptions{MaxTasksPerUser: cfg.MaxTasksPerUser,
 		StatementTimeout: cfg.StatementTimeout, LockTimeout: cfg.LockTimeout})
-	go every(bgCtx, 10*time.Minute, func(ctx context.Context) { purgeIdempotencyKeys(ctx, store, log) })
+	feed := startSyncFeed(bgCtx, store, db.listenURL, cfg.ChangesPollInterval, cfg.SyncRetention, log)
+	go every(bgCtx, 10*time.Minute, func(ctx context.Context) {
+		purgeIdempotencyKeys(ctx, store, log)
+		purgeTrash(ctx, store, cfg.TrashRetention, cfg.SyncRetention, log)
+	})
 	if db.local != nil {
 		go watchLocalPostgres(bgCtx, db, log)
 	}
@@ -150,6 +154,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		ready:   readiness(pool, migrator),
 		origins: cfg.CORSOrigins,
 		gate:    newDBGate(bgCtx, pool.Ping, log),
+		feed:    feed,
 	})
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, pool, log)

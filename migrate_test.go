@@ -53,7 +53,7 @@ func TestMigrateFreshThenRerunIsNoop(t *testing.T) {
 		t.Fatalf("rerun applied %d (%v), want 0", n, err)
 	}
 	var cols int
-	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.columns WHERE table_name = 'tasks'`).Scan(&cols); err != nil || cols != 13 {
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.columns WHERE table_name = 'tasks'`).Scan(&cols); err != nil || cols != 15 {
 		t.Fatalf("tasks has %d columns (%v)", cols, err)
 	}
 	st, err := m.Status(t.Context(), conn)
@@ -177,4 +177,13 @@ func TestPoolParametersInDatabaseURL(t *testing.T) {
 	if got := pool.Config().MaxConns; got != 3 {
 		t.Fatalf("MaxConns %d, want 3", got)
 	}
+}
+
+func mustMigrator(t *testing.T) *Migrator {
+	t.Helper()
+	m, err := newMigrator(discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

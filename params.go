@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -176,13 +177,7 @@ func parseListQuery(values url.Values) (listQuery, error) {
 			errs.add("order", "must be asc or desc")
 		}
 	}
-	if v, ok := values["limit"]; ok {
-		n, err := strconv.Atoi(v[0])
-		if err != nil || n < 1 || n > 500 || v[0][0] < '1' || v[0][0] > '9' {
-			errs.add("limit", "must be a whole number from 1 to 500")
-		}
-		q.Limit = n
-	}
+	q.Limit = intParam(values, "limit", 100, 1, 500, &errs)
 	if v, ok := values["cursor"]; ok && len(errs) == 0 {
 		c, err := decodeCursor(v[0])
 		switch {
@@ -195,4 +190,20 @@ func parseListQuery(values url.Values) (listQuery, error) {
 		}
 	}
 	return q, errs.err()
+}
+
+// intParam reads the query parameter name as a whole number from lo to hi,
+// in plain decimal (no sign, no leading zeros); def when it is absent.
+func intParam(values url.Values, name string, def, lo, hi int, errs *fieldErrors) int {
+	v, ok := values[name]
+	if !ok {
+		return def
+	}
+	s := v[0]
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi || s[0] == '+' || s[0] == '-' || (len(s) > 1 && s[0] == '0') {
+		errs.add(name, fmt.Sprintf("must be a whole number from %d to %d", lo, hi))
+		return def
+	}
+	return n
 }

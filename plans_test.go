@@ -103,7 +103,7 @@ func TestListingPlansUseIndexes(t *testing.T) {
 						case "Sort", "Incremental Sort", "Seq Scan":
 							t.Errorf("plan has a %s node", n.NodeType)
 						}
-						if n.IndexName != "" {
+						if n.IndexName != "" && n.IndexName != "task_counts_pkey" { // the feed position, for the ETag
 							used = append(used, n.IndexName)
 						}
 					})

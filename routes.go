@@ -18,6 +18,7 @@ type deps struct {
 	origins  []string
 	timeout  time.Duration // bounds each /api request's work; 0: requestDeadline
 	gate     *dbGate       // fails requests fast while the database is down; nil: off
+	feed     *syncFeed
 }
 
 // newHandler assembles the service: the routes, then the middleware that
@@ -43,14 +44,15 @@ func addRoutes(mux *http.ServeMux, d deps) {
 	if timeout == 0 {
 		timeout = requestDeadline
 	}
-	api := func(h txHandler) apiHandler {
+	apiWithDeadline := func(deadline time.Duration, h txHandler) apiHandler {
 		return authenticate(d.verifier)(
 			limitRate(d.limiter)(
 				requireOwnPath(
 					failFastWhenDown(d.gate)(
-						withDeadline(timeout)(
+						withDeadline(deadline)(
 							idempotent(d.store)(h))))))
 	}
+	api := func(h txHandler) apiHandler { return apiWithDeadline(timeout, h) }
 	handle := func(pattern string, h apiHandler) { mux.Handle(pattern, serveRoute(pattern, h)) }
 
 	handle("GET /api/{user_id}/tasks", api(handleTaskList))
@@ -61,6 +63,14 @@ func addRoutes(mux *http.ServeMux, d deps) {
 	handle("PATCH /api/{user_id}/tasks/{id}", api(handleTaskUpdate))
 	handle("DELETE /api/{user_id}/tasks/{id}", api(handleTaskDelete))
 	handle("PATCH /api/{user_id}/tasks/{id}/complete", api(handleTaskComplete))
+
+	handle("GET /api/{user_id}/trash", api(handleTrashList))
+	handle("POST /api/{user_id}/trash/{id}/restore", api(handleTrashRestore))
+	handle("DELETE /api/{user_id}/trash/{id}", api(handleTrashDelete))
+	handle("DELETE /api/{user_id}/trash", api(handleTrashEmpty))
+
+	// A long poll waits up to maxChangesWait on top of its database work.
+	handle("GET /api/{user_id}/changes", apiWithDeadline(timeout+maxChangesWait*time.Second, handleChanges(d.feed)))
 
 	handle("GET /healthz", handleHealthz)
 	handle("GET /readyz", handleReadyz(d.ready))

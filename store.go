@@ -14,28 +14,36 @@ import (
 
 // taskColumns are read back by every statement. user_id is not among them:
 // every statement names the user, so the caller already knows it.
-const taskColumns = `id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at`
+const taskColumns = `id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at`
 
-// scanTask reads taskColumns into t, which belongs to userID.
-func scanTask(row pgx.Row, t *Task, userID string) error {
+// scanTask reads taskColumns, then the extra columns a statement adds, into
+// t, which belongs to userID.
+func scanTask(row pgx.Row, t *Task, userID string, extra ...any) error {
 	t.UserID = userID
-	return row.Scan(&t.ID, &t.Title, &t.Description, &t.Completed, &t.CompletedAt,
-		&t.Priority, &t.Tags, &t.DueDate, &t.Version, &t.CreatedAt, &t.UpdatedAt)
+	dest := []any{&t.ID, &t.Title, &t.Description, &t.Completed, &t.CompletedAt,
+		&t.Priority, &t.Tags, &t.DueDate, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.DeletedAt}
+	return row.Scan(append(dest, extra...)...)
 }
 
-// sqlCreateTask takes a slot in the user's quota and inserts the task in one
-// statement. The upsert locks the user's count row, and its WHERE is checked
-// against the latest count, so concurrent creates at the limit cannot
-// overshoot it; with no slot, nothing is inserted.
+// Live tasks are those not in the trash: every statement on tasks names
+// which it reads.
+const live = `deleted_at IS NULL`
+
+// sqlCreateTask takes a slot in the user's quota and the user's next feed
+// position, and inserts the task, in one statement. The upsert locks the
+// user's count row until the commit, and its WHERE is checked against the
+// latest count, so concurrent creates at the limit cannot overshoot it; with
+// no slot, nothing is inserted. (Every other change takes its position in the
+// tasks_before_update trigger.)
 const sqlCreateTask = `
 WITH slot AS (
-    INSERT INTO task_counts AS c (user_id, tasks) VALUES ($1, 1)
-    ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + 1
+    INSERT INTO task_counts AS c (user_id, tasks, seq) VALUES ($1, 1, 1)
+    ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + 1, seq = c.seq + 1
     WHERE c.tasks < $8
-    RETURNING 1
+    RETURNING seq
 )
-INSERT INTO tasks (user_id, title, description, completed, completed_at, priority, tags, due_date)
-SELECT $1, $2, $3, $4, CASE WHEN $4 THEN now() END, $5, $6, $7 FROM slot
+INSERT INTO tasks (user_id, title, description, completed, completed_at, priority, tags, due_date, change_seq)
+SELECT $1, $2, $3, $4, CASE WHEN $4 THEN now() END, $5, $6, $7, seq FROM slot
 RETURNING ` + taskColumns
 
 func (q Queries) CreateTask(ctx context.Context, userID string, in newTask) (Task, error) {
@@ -48,10 +56,11 @@ func (q Queries) CreateTask(ctx context.Context, userID string, in newTask) (Tas
 	if err != nil {
 		return t, dbFail("create task", err)
 	}
+	q.changed(userID)
 	return t, nil
 }
 
-const sqlGetTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user_id = $2`
+const sqlGetTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user_id = $2 AND ` + live
 
 func (q Queries) GetTask(ctx context.Context, userID string, id int64) (Task, error) {
 	var t Task
@@ -80,7 +89,7 @@ UPDATE tasks SET
     priority    = coalesce($6, priority),
     tags        = coalesce($7, tags),
     due_date    = CASE WHEN $8 THEN $9 ELSE due_date END
-WHERE id = $1 AND user_id = $2 AND ($10::integer[] IS NULL OR version = ANY ($10))
+WHERE id = $1 AND user_id = $2 AND ` + live + ` AND ($10::integer[] IS NULL OR version = ANY ($10))
 RETURNING ` + taskColumns
 
 func (q Queries) UpdateTask(ctx context.Context, userID string, id int64, c taskChanges, match ifMatch) (Task, error) {
@@ -93,13 +102,14 @@ func (q Queries) UpdateTask(ctx context.Context, userID string, id int64, c task
 	if err != nil {
 		return t, dbFail(fmt.Sprintf("update task %d", id), err)
 	}
+	q.changed(userID)
 	return t, nil
 }
 
 // sqlSetCompleted sets completed, or toggles it when $3 is null.
 const sqlSetCompleted = `
 UPDATE tasks SET completed = coalesce($3, NOT completed)
-WHERE id = $1 AND user_id = $2 AND ($4::integer[] IS NULL OR version = ANY ($4))
+WHERE id = $1 AND user_id = $2 AND ` + live + ` AND ($4::integer[] IS NULL OR version = ANY ($4))
 RETURNING ` + taskColumns
 
 func (q Queries) SetCompleted(ctx context.Context, userID string, id int64, completed *bool, match ifMatch) (Task, error) {
@@ -111,30 +121,26 @@ func (q Queries) SetCompleted(ctx context.Context, userID string, id int64, comp
 	if err != nil {
 		return t, dbFail(fmt.Sprintf("complete task %d", id), err)
 	}
+	q.changed(userID)
 	return t, nil
 }
 
-// sqlDeleteTask deletes the task if the version matches and gives back its
-// quota slot, in one statement.
-const sqlDeleteTask = `
-WITH gone AS (
-    DELETE FROM tasks
-    WHERE id = $1 AND user_id = $2 AND ($3::integer[] IS NULL OR version = ANY ($3))
-    RETURNING user_id
-), released AS (
-    UPDATE task_counts SET tasks = tasks - 1
-    WHERE user_id = $2 AND EXISTS (SELECT FROM gone)
-)
-SELECT count(*) FROM gone`
+// sqlTrashTask moves the task to the trash if the version matches. The
+// tasks_before_update trigger frees its quota slot and gives the change its
+// feed position.
+const sqlTrashTask = `
+UPDATE tasks SET deleted_at = now()
+WHERE id = $1 AND user_id = $2 AND ` + live + ` AND ($3::integer[] IS NULL OR version = ANY ($3))`
 
-func (q Queries) DeleteTask(ctx context.Context, userID string, id int64, match ifMatch) error {
-	var n int
-	if err := q.db.QueryRow(ctx, sqlDeleteTask, id, userID, []int32(match)).Scan(&n); err != nil {
-		return dbFail(fmt.Sprintf("delete task %d", id), err)
+func (q Queries) TrashTask(ctx context.Context, userID string, id int64, match ifMatch) error {
+	tag, err := q.db.Exec(ctx, sqlTrashTask, id, userID, []int32(match))
+	if err != nil {
+		return dbFail(fmt.Sprintf("trash task %d", id), err)
 	}
-	if n == 0 {
+	if tag.RowsAffected() == 0 {
 		return q.whyNoRow(ctx, userID, id)
 	}
+	q.changed(userID)
 	return nil
 }
 
@@ -143,7 +149,7 @@ func (q Queries) DeleteTask(ctx context.Context, userID string, id int64, match 
 // that failure path.
 func (q Queries) whyNoRow(ctx context.Context, userID string, id int64) error {
 	var exists bool
-	if err := q.db.QueryRow(ctx, `SELECT EXISTS (SELECT FROM tasks WHERE id = $1 AND user_id = $2)`, id, userID).Scan(&exists); err != nil {
+	if err := q.db.QueryRow(ctx, `SELECT EXISTS (SELECT FROM tasks WHERE id = $1 AND user_id = $2 AND `+live+`)`, id, userID).Scan(&exists); err != nil {
 		return dbFail(fmt.Sprintf("check task %d", id), err)
 	}
 	if exists {
@@ -152,24 +158,43 @@ func (q Queries) whyNoRow(ctx context.Context, userID string, id int64) error {
 	return errTaskNotFound
 }
 
-// TaskStats are the counts of GET /tasks/stats.
+// TaskStats are the counts of GET /tasks/stats, and what their ETag says.
 type TaskStats struct {
 	Total, Completed, Pending, Overdue int64
+	Seq                                int64      // the user's feed position the counts reflect
+	NextOverdue                        *time.Time // when Overdue will next grow by itself: the earliest due date still ahead
 }
 
 const sqlTaskStats = `
 SELECT count(*),
        count(*) FILTER (WHERE completed),
-       count(*) FILTER (WHERE NOT completed AND due_date < now())
-FROM tasks WHERE user_id = $1`
+       count(*) FILTER (WHERE NOT completed AND due_date < now()),
+       min(due_date) FILTER (WHERE NOT completed AND due_date >= now()),
+       coalesce((SELECT seq FROM task_counts WHERE user_id = $1), 0)
+FROM tasks WHERE user_id = $1 AND ` + live
 
 func (q Queries) Stats(ctx context.Context, userID string) (TaskStats, error) {
 	var st TaskStats
-	if err := q.db.QueryRow(ctx, sqlTaskStats, userID).Scan(&st.Total, &st.Completed, &st.Overdue); err != nil {
+	if err := q.db.QueryRow(ctx, sqlTaskStats, userID).Scan(&st.Total, &st.Completed, &st.Overdue,
+		&st.NextOverdue, &st.Seq); err != nil {
 		return st, dbFail("task stats", err)
 	}
 	st.Pending = st.Total - st.Completed
 	return st, nil
+}
+
+// sqlFeedPosition is the user's latest feed position: what a list's or the
+// stats' ETag is made of.
+const sqlFeedPosition = `SELECT seq FROM task_counts WHERE user_id = $1`
+
+// FeedPosition is the user's latest feed position; 0 before any change.
+func (q Queries) FeedPosition(ctx context.Context, userID string) (int64, error) {
+	var seq int64
+	err := q.db.QueryRow(ctx, sqlFeedPosition, userID).Scan(&seq)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, dbFail("feed position", err)
+	}
+	return seq, nil
 }
 
 // listQuery is a validated GET /tasks query.
@@ -206,8 +231,11 @@ func listSQL(q listQuery) (string, []any) {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	sb.WriteString("SELECT " + taskColumns + " FROM tasks WHERE user_id = ")
-	sb.WriteString(arg(q.User))
+	// Each row also carries the user's feed position, read in the same
+	// snapshot: the list's ETag.
+	user := arg(q.User)
+	sb.WriteString("SELECT " + taskColumns + ", (SELECT seq FROM task_counts WHERE user_id = " + user + ")")
+	sb.WriteString(" FROM tasks WHERE user_id = " + user + " AND " + live)
 	if q.Completed != nil {
 		if *q.Completed {
 			sb.WriteString(" AND completed")
@@ -254,8 +282,35 @@ func listSQL(q listQuery) (string, []any) {
 	return sb.String(), args
 }
 
-// ListTasks returns up to q.Limit tasks, and whether more follow.
-func (q Queries) ListTasks(ctx context.Context, lq listQuery) ([]Task, bool, error) {
+// TaskPage is a page of a listing.
+type TaskPage struct {
+	Tasks []Task
+	More  bool  // another page follows
+	Seq   int64 // the user's feed position the page reflects
+}
+
+// ListTasks returns up to lq.Limit tasks, whether more follow, and the feed
+// position they reflect.
+func (q Queries) ListTasks(ctx context.Context, lq listQuery) (TaskPage, error) {
+	page, err := q.listOnce(ctx, lq)
+	if err != nil || len(page.Tasks) > 0 {
+		return page, err
+	}
+	// No row carried the position. Read before a second listing, it can only
+	// be older than what that listing reflects, so the ETag at worst changes
+	// sooner than it had to; read after, it could hide a task created between.
+	seq, err := q.FeedPosition(ctx, lq.User)
+	if err != nil {
+		return page, err
+	}
+	if page, err = q.listOnce(ctx, lq); err != nil || len(page.Tasks) > 0 {
+		return page, err
+	}
+	page.Seq = seq
+	return page, nil
+}
+
+func (q Queries) listOnce(ctx context.Context, lq listQuery) (TaskPage, error) {
 	sql, args := listSQL(lq)
 	if lq.filtered() {
 		// A filter's selectivity varies wildly between users and values, but a
@@ -268,23 +323,23 @@ func (q Queries) ListTasks(ctx context.Context, lq listQuery) ([]Task, bool, err
 	}
 	rows, err := q.db.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, false, dbFail("list tasks", err)
+		return TaskPage{}, dbFail("list tasks", err)
 	}
 	defer rows.Close()
-	tasks := make([]Task, 0, min(lq.Limit+1, 128))
+	page := TaskPage{Tasks: make([]Task, 0, min(lq.Limit+1, 128))}
 	for rows.Next() {
-		tasks = append(tasks, Task{})
-		if err := scanTask(rows, &tasks[len(tasks)-1], lq.User); err != nil {
-			return nil, false, dbFail("list tasks", err)
+		page.Tasks = append(page.Tasks, Task{})
+		if err := scanTask(rows, &page.Tasks[len(page.Tasks)-1], lq.User, &page.Seq); err != nil {
+			return TaskPage{}, dbFail("list tasks", err)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, false, dbFail("list tasks", err)
+		return TaskPage{}, dbFail("list tasks", err)
 	}
-	if len(tasks) > lq.Limit {
-		return tasks[:lq.Limit], true, nil
+	if len(page.Tasks) > lq.Limit {
+		page.Tasks, page.More = page.Tasks[:lq.Limit], true
 	}
-	return tasks, false, nil
+	return page, nil
 }
 
 // filtered reports whether the listing narrows the user's tasks by more than the page.

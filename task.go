@@ -29,6 +29,7 @@ type Task struct {
 	Version     int32
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	DeletedAt   *time.Time // in the trash since; nil for a live task
 }
 
 // Limits of a task's fields, in Unicode code points where they are texts.
@@ -85,6 +86,7 @@ type taskChanges struct {
 // a task it received.
 var readOnlyFields = map[string]bool{
 	"id": true, "user_id": true, "version": true, "created_at": true, "updated_at": true, "completed_at": true,
+	"deleted_at": true,
 }
 
 // parseTaskChanges validates an update body; every bad field is reported.

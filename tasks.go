@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 )
 
 func handleTaskCreate(w http.ResponseWriter, r *http.Request, q Queries) error {
@@ -100,13 +101,15 @@ func handleTaskDelete(w http.ResponseWriter, r *http.Request, q Queries) error {
 	if err != nil {
 		return err
 	}
-	if err := q.DeleteTask(r.Context(), userIDFrom(r.Context()), id, parseIfMatch(r.Header.Values("If-Match"))); err != nil {
+	if err := q.TrashTask(r.Context(), userIDFrom(r.Context()), id, parseIfMatch(r.Header.Values("If-Match"))); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
+// handleTaskList lists; with If-None-Match naming the list's current ETag,
+// it answers 304 from the user's feed position alone.
 func handleTaskList(w http.ResponseWriter, r *http.Request, q Queries) error {
 	values, err := parseQuery(r, listParams...)
 	if err != nil {
@@ -117,17 +120,29 @@ func handleTaskList(w http.ResponseWriter, r *http.Request, q Queries) error {
 		return err
 	}
 	lq.User = userIDFrom(r.Context())
-	tasks, more, err := q.ListTasks(r.Context(), lq)
+	if inm := r.Header.Values("If-None-Match"); len(inm) > 0 {
+		seq, err := q.FeedPosition(r.Context(), lq.User)
+		if err != nil {
+			return err
+		}
+		if listStillCurrent(inm, lq.User, seq) {
+			w.Header().Set("ETag", listETag(lq.User, seq))
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+	}
+	page, err := q.ListTasks(r.Context(), lq)
 	if err != nil {
 		return err
 	}
-	if more {
-		values.Set("cursor", cursorAfter(&tasks[len(tasks)-1], lq.Sort, lq.Desc).String())
+	if page.More {
+		values.Set("cursor", cursorAfter(&page.Tasks[len(page.Tasks)-1], lq.Sort, lq.Desc).String())
 		w.Header().Set("Link", "<"+r.URL.EscapedPath()+"?"+values.Encode()+`>; rel="next"`)
 	}
+	w.Header().Set("ETag", listETag(lq.User, page.Seq))
 	buf := getBuffer()
 	defer putBuffer(buf)
-	*buf = appendTasks(*buf, tasks)
+	*buf = appendTasks(*buf, page.Tasks)
 	writeJSON(w, r, http.StatusOK, *buf)
 	return nil
 }
@@ -136,10 +151,23 @@ func handleTaskStats(w http.ResponseWriter, r *http.Request, q Queries) error {
 	if err := checkQuery(r); err != nil {
 		return err
 	}
-	st, err := q.Stats(r.Context(), userIDFrom(r.Context()))
+	user := userIDFrom(r.Context())
+	if inm := r.Header.Values("If-None-Match"); len(inm) > 0 {
+		seq, err := q.FeedPosition(r.Context(), user)
+		if err != nil {
+			return err
+		}
+		if tag, ok := statsStillCurrent(inm, user, seq, time.Now()); ok {
+			w.Header().Set("ETag", tag)
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+	}
+	st, err := q.Stats(r.Context(), user)
 	if err != nil {
 		return err
 	}
+	w.Header().Set("ETag", statsETag(user, st.Seq, st.NextOverdue))
 	body := fmt.Appendf(nil, `{"total":%d,"completed":%d,"pending":%d,"overdue":%d}`, st.Total, st.Completed, st.Pending, st.Overdue)
 	writeJSON(w, r, http.StatusOK, body)
 	return nil

@@ -408,12 +408,12 @@ func (l *writeLoad) verify(t *testing.T, directURL string) loadTally {
 		}
 		var counted, rows int
 		if err := conn.QueryRow(t.Context(), `
-SELECT coalesce((SELECT tasks FROM task_counts WHERE user_id = $1), 0), (SELECT count(*) FROM tasks WHERE user_id = $1)`,
+SELECT coalesce((SELECT tasks FROM task_counts WHERE user_id = $1), 0), (SELECT count(*) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL)`,
 			w.user).Scan(&counted, &rows); err != nil {
 			t.Fatal(err)
 		}
 		if counted != rows {
-			t.Errorf("user %s: task_counts says %d, but %d tasks are stored", w.user, counted, rows)
+			t.Errorf("user %s: task_counts says %d, but %d live tasks are stored", w.user, counted, rows)
 		}
 	}
 	l.mu.Lock()

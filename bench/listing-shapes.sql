@@ -5,70 +5,70 @@
 -- q=WORD is explained once for each word the search is measured with.
 
 -- GET /api/heavy/tasks
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT $2;
 
 -- GET /api/heavy/tasks, next page
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4;
 
 -- GET /api/heavy/tasks?sort=created_at&order=asc
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 ORDER BY created_at ASC, id ASC LIMIT $2;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL ORDER BY created_at ASC, id ASC LIMIT $2;
 
 -- GET /api/heavy/tasks?sort=created_at&order=asc, next page
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND (created_at, id) > ($2, $3) ORDER BY created_at ASC, id ASC LIMIT $4;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND (created_at, id) > ($2, $3) ORDER BY created_at ASC, id ASC LIMIT $4;
 
 -- GET /api/heavy/tasks?sort=updated_at&order=desc
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 ORDER BY updated_at DESC, id DESC LIMIT $2;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL ORDER BY updated_at DESC, id DESC LIMIT $2;
 
 -- GET /api/heavy/tasks?sort=updated_at&order=desc, next page
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND (updated_at, id) < ($2, $3) ORDER BY updated_at DESC, id DESC LIMIT $4;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND (updated_at, id) < ($2, $3) ORDER BY updated_at DESC, id DESC LIMIT $4;
 
 -- GET /api/heavy/tasks?sort=updated_at&order=asc
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 ORDER BY updated_at ASC, id ASC LIMIT $2;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL ORDER BY updated_at ASC, id ASC LIMIT $2;
 
 -- GET /api/heavy/tasks?sort=updated_at&order=asc, next page
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND (updated_at, id) > ($2, $3) ORDER BY updated_at ASC, id ASC LIMIT $4;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND (updated_at, id) > ($2, $3) ORDER BY updated_at ASC, id ASC LIMIT $4;
 
 -- GET /api/heavy/tasks?sort=priority&order=desc
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 ORDER BY priority_rank DESC, id DESC LIMIT $2;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL ORDER BY priority_rank DESC, id DESC LIMIT $2;
 
 -- GET /api/heavy/tasks?sort=priority&order=desc, next page
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND (priority_rank, id) < ($2, $3) ORDER BY priority_rank DESC, id DESC LIMIT $4;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND (priority_rank, id) < ($2, $3) ORDER BY priority_rank DESC, id DESC LIMIT $4;
 
 -- GET /api/heavy/tasks?sort=priority&order=asc
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 ORDER BY priority_rank ASC, id ASC LIMIT $2;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL ORDER BY priority_rank ASC, id ASC LIMIT $2;
 
 -- GET /api/heavy/tasks?sort=priority&order=asc, next page
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND (priority_rank, id) > ($2, $3) ORDER BY priority_rank ASC, id ASC LIMIT $4;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND (priority_rank, id) > ($2, $3) ORDER BY priority_rank ASC, id ASC LIMIT $4;
 
 -- GET /api/heavy/tasks?sort=title&order=desc
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 ORDER BY (lower(title) COLLATE "C") DESC, id DESC LIMIT $2;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL ORDER BY (lower(title) COLLATE "C") DESC, id DESC LIMIT $2;
 
 -- GET /api/heavy/tasks?sort=title&order=desc, next page
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND ((lower(title) COLLATE "C"), id) < (lower($2::text) COLLATE "C", $3) ORDER BY (lower(title) COLLATE "C") DESC, id DESC LIMIT $4;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND ((lower(title) COLLATE "C"), id) < (lower($2::text) COLLATE "C", $3) ORDER BY (lower(title) COLLATE "C") DESC, id DESC LIMIT $4;
 
 -- GET /api/heavy/tasks?sort=title&order=asc
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 ORDER BY (lower(title) COLLATE "C") ASC, id ASC LIMIT $2;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL ORDER BY (lower(title) COLLATE "C") ASC, id ASC LIMIT $2;
 
 -- GET /api/heavy/tasks?sort=title&order=asc, next page
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND ((lower(title) COLLATE "C"), id) > (lower($2::text) COLLATE "C", $3) ORDER BY (lower(title) COLLATE "C") ASC, id ASC LIMIT $4;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND ((lower(title) COLLATE "C"), id) > (lower($2::text) COLLATE "C", $3) ORDER BY (lower(title) COLLATE "C") ASC, id ASC LIMIT $4;
 
 -- GET /api/heavy/tasks?sort=due_date&order=desc
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 ORDER BY coalesce(due_date, '-infinity') DESC, id DESC LIMIT $2;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL ORDER BY coalesce(due_date, '-infinity') DESC, id DESC LIMIT $2;
 
 -- GET /api/heavy/tasks?sort=due_date&order=desc, next page
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND (coalesce(due_date, '-infinity'), id) < ($2::timestamptz, $3) ORDER BY coalesce(due_date, '-infinity') DESC, id DESC LIMIT $4;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND (coalesce(due_date, '-infinity'), id) < ($2::timestamptz, $3) ORDER BY coalesce(due_date, '-infinity') DESC, id DESC LIMIT $4;
 
 -- GET /api/heavy/tasks?sort=due_date&order=asc
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 ORDER BY coalesce(due_date, 'infinity') ASC, id ASC LIMIT $2;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL ORDER BY coalesce(due_date, 'infinity') ASC, id ASC LIMIT $2;
 
 -- GET /api/heavy/tasks?sort=due_date&order=asc, next page
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND (coalesce(due_date, 'infinity'), id) > ($2::timestamptz, $3) ORDER BY coalesce(due_date, 'infinity') ASC, id ASC LIMIT $4;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND (coalesce(due_date, 'infinity'), id) > ($2::timestamptz, $3) ORDER BY coalesce(due_date, 'infinity') ASC, id ASC LIMIT $4;
 
 -- GET /api/heavy/tasks?q=WORD
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND (title ILIKE $2 OR description ILIKE $2) ORDER BY created_at DESC, id DESC LIMIT $3;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND (title ILIKE $2 OR description ILIKE $2) ORDER BY created_at DESC, id DESC LIMIT $3;
 
 -- GET /api/heavy/tasks?status=pending&priority=high
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND NOT completed AND priority = $2 ORDER BY created_at DESC, id DESC LIMIT $3;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND NOT completed AND priority = $2 ORDER BY created_at DESC, id DESC LIMIT $3;
 
 -- GET /api/heavy/tasks?tag=work
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at FROM tasks WHERE user_id = $1 AND tags @> ARRAY[$2::text] ORDER BY created_at DESC, id DESC LIMIT $3;
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, (SELECT seq FROM task_counts WHERE user_id = $1) FROM tasks WHERE user_id = $1 AND deleted_at IS NULL AND tags @> ARRAY[$2::text] ORDER BY created_at DESC, id DESC LIMIT $3;

@@ -8,11 +8,11 @@
 \set quota 10000
 
 WITH slot AS (
-    INSERT INTO task_counts AS c (user_id, tasks) VALUES (:uid, 1)
-    ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + 1
+    INSERT INTO task_counts AS c (user_id, tasks, seq) VALUES (:uid, 1, 1)
+    ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + 1, seq = c.seq + 1
     WHERE c.tasks < :quota
-    RETURNING 1
+    RETURNING seq
 )
-INSERT INTO tasks (user_id, title, description, completed, completed_at, priority, tags, due_date)
-SELECT :uid, :title, '', :completed, CASE WHEN :completed THEN now() END, 'none', '{}', NULL FROM slot
-RETURNING id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at;
+INSERT INTO tasks (user_id, title, description, completed, completed_at, priority, tags, due_date, change_seq)
+SELECT :uid, :title, '', :completed, CASE WHEN :completed THEN now() END, 'none', '{}', NULL, seq FROM slot
+RETURNING id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at;

@@ -5,5 +5,5 @@
 \set id (:uid - 1) * 100 + random(1, 100)
 
 UPDATE tasks SET completed = coalesce(NULL, NOT completed)
-WHERE id = :id AND user_id = :uid AND (NULL::integer[] IS NULL OR version = ANY (NULL))
-RETURNING id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at;
+WHERE id = :id AND user_id = :uid AND deleted_at IS NULL AND (NULL::integer[] IS NULL OR version = ANY (NULL))
+RETURNING id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at;

@@ -13,5 +13,5 @@ UPDATE tasks SET
     priority    = coalesce(NULL, priority),
     tags        = coalesce(NULL, tags),
     due_date    = CASE WHEN :due_set THEN NULL ELSE due_date END
-WHERE id = :id AND user_id = :uid AND (NULL::integer[] IS NULL OR version = ANY (NULL))
-RETURNING id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at;
+WHERE id = :id AND user_id = :uid AND deleted_at IS NULL AND (NULL::integer[] IS NULL OR version = ANY (NULL))
+RETURNING id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at;

@@ -1,0 +1,485 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// feedJSON is an answer of GET /changes as a client reads it.
+type feedJSON struct {
+	Changes []changeJSON `json:"changes"`
+	Next    string       `json:"next"`
+	HasMore bool         `json:"has_more"`
+}
+
+type changeJSON struct {
+	Op   string    `json:"op"`
+	Task *taskJSON `json:"task"`
+	ID   int64     `json:"id"`
+}
+
+func (c changeJSON) id() int64 {
+	if c.Task != nil {
+		return c.Task.ID
+	}
+	return c.ID
+}
+
+// pullChanges asks for one page of the feed after since ("": a full sync).
+func pullChanges(t testing.TB, a *testAPI, tok, since string, extra ...string) feedJSON {
+	t.Helper()
+	q := url.Values{}
+	if since != "" {
+		q.Set("since", since)
+	}
+	for _, kv := range extra {
+		k, v, _ := strings.Cut(kv, "=")
+		q.Set(k, v)
+	}
+	var f feedJSON
+	mustStatus(t, a.do(t, "GET", "/api/me/changes?"+q.Encode(), nil, bearer(tok)), http.StatusOK).decode(t, &f)
+	seen := map[int64]bool{}
+	for _, c := range f.Changes {
+		if seen[c.id()] {
+			t.Fatalf("task %d twice in one answer: %+v", c.id(), f.Changes)
+		}
+		seen[c.id()] = true
+		if (c.Op == "upsert") != (c.Task != nil) || (c.Op != "upsert" && c.Op != "delete") {
+			t.Fatalf("malformed change %+v", c)
+		}
+	}
+	if f.Next == "" {
+		t.Fatal("no next token")
+	}
+	return f
+}
+
+// changesSince reads the feed after token until has_more is false.
+func changesSince(t testing.TB, a *testAPI, tok, token string) []changeJSON {
+	t.Helper()
+	var all []changeJSON
+	for {
+		f := pullChanges(t, a, tok, token)
+		all, token = append(all, f.Changes...), f.Next
+		if !f.HasMore {
+			return all
+		}
+	}
+}
+
+// syncAll reads the feed after token ("": from a full sync) until has_more
+// is false and returns where it stands.
+func syncAll(t testing.TB, a *testAPI, tok, token string) string {
+	t.Helper()
+	for {
+		f := pullChanges(t, a, tok, token)
+		token = f.Next
+		if !f.HasMore {
+			return token
+		}
+	}
+}
+
+// replica is a client's copy of a user's tasks, kept by applying the feed.
+type replica struct {
+	tasks map[int64]taskJSON
+	token string
+}
+
+func (r *replica) apply(f feedJSON) {
+	for _, c := range f.Changes {
+		if c.Task != nil {
+			r.tasks[c.Task.ID] = *c.Task
+		} else {
+			delete(r.tasks, c.ID)
+		}
+	}
+	r.token = f.Next
+}
+
+// liveTasks is the server's truth: the user's live tasks, read directly.
+func liveTasks(t testing.TB, a *testAPI, user string) map[int64]int {
+	t.Helper()
+	rows, err := a.pool.Query(context.Background(), `SELECT id, version FROM tasks WHERE user_id = $1 AND deleted_at IS NULL`, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int64]int{}
+	var id int64
+	var version int
+	if _, err := pgx.ForEachRow(rows, []any{&id, &version}, func() error { out[id] = version; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameAsServer(t testing.TB, a *testAPI, user string, r *replica) {
+	t.Helper()
+	want := liveTasks(t, a, user)
+	got := map[int64]int{}
+	for id, task := range r.tasks {
+		got[id] = task.Version
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("the replica (id: version) %v\ndiffers from the server's live tasks %v", got, want)
+	}
+}
+
+// A full sync, then the changes after it: creates and updates as upserts in
+// their latest state, trash and delete-for-good as deletes, a restore as an
+// upsert, each task at most once per answer, oldest first.
+func TestChangeFeed(t *testing.T) {
+	a := startAPI(t)
+	user, tok := a.newUser(t)
+	var ids []int64
+	for i := range 5 {
+		ids = append(ids, a.createTask(t, tok, fmt.Sprintf(`{"title":"t%d"}`, i)).ID)
+	}
+	r := &replica{tasks: map[int64]taskJSON{}}
+	pages := 0
+	for f := pullChanges(t, a, tok, "", "limit=2"); ; f = pullChanges(t, a, tok, r.token, "limit=2") {
+		r.apply(f)
+		pages++
+		if !f.HasMore {
+			break
+		}
+	}
+	if pages != 3 || len(r.tasks) != 5 {
+		t.Fatalf("full sync: %d pages, %d tasks", pages, len(r.tasks))
+	}
+	sameAsServer(t, a, user, r)
+
+	if f := pullChanges(t, a, tok, r.token); len(f.Changes) != 0 || f.HasMore {
+		t.Fatalf("changes with nothing changed: %+v", f)
+	}
+	mustStatus(t, a.do(t, "PUT", taskURL(ids[0]), `{"title":"renamed"}`, bearer(tok)), http.StatusOK)
+	mustStatus(t, a.do(t, "PUT", taskURL(ids[0]), `{"title":"renamed again"}`, bearer(tok)), http.StatusOK)
+	mustStatus(t, a.do(t, "PATCH", taskURL(ids[1])+"/complete", nil, bearer(tok)), http.StatusOK)
+	mustStatus(t, a.do(t, "DELETE", taskURL(ids[2]), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "DELETE", taskURL(ids[3]), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "DELETE", fmt.Sprintf("/api/me/trash/%d", ids[3]), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "DELETE", taskURL(ids[4]), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "POST", fmt.Sprintf("/api/me/trash/%d/restore", ids[4]), nil, bearer(tok)), http.StatusOK)
+	created := a.createTask(t, tok, `{"title":"new"}`)
+
+	f := pullChanges(t, a, tok, r.token)
+	var got []string
+	for _, c := range f.Changes {
+		got = append(got, fmt.Sprintf("%s %d", c.Op, c.id()))
+	}
+	want := []string{
+		fmt.Sprintf("upsert %d", ids[0]), fmt.Sprintf("upsert %d", ids[1]), fmt.Sprintf("delete %d", ids[2]),
+		fmt.Sprintf("delete %d", ids[3]), fmt.Sprintf("upsert %d", ids[4]), fmt.Sprintf("upsert %d", created.ID),
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("changes %v\nwant %v", got, want)
+	}
+	if f.Changes[0].Task.Title != "renamed again" || !f.Changes[1].Task.Completed {
+		t.Fatalf("not the latest state: %+v %+v", f.Changes[0].Task, f.Changes[1].Task)
+	}
+	r.apply(f)
+	sameAsServer(t, a, user, r)
+
+	// An update that changes nothing is not a change.
+	mustStatus(t, a.do(t, "PUT", taskURL(ids[0]), `{"title":"renamed again"}`, bearer(tok)), http.StatusOK)
+	if f := pullChanges(t, a, tok, r.token); len(f.Changes) != 0 {
+		t.Fatalf("a no-op update is in the feed: %+v", f.Changes)
+	}
+	// Small pages of an incremental sync.
+	for i := range 3 {
+		mustStatus(t, a.do(t, "PUT", taskURL(ids[i%2]), fmt.Sprintf(`{"title":"p%d"}`, i), bearer(tok)), http.StatusOK)
+		a.createTask(t, tok, fmt.Sprintf(`{"title":"more %d"}`, i))
+	}
+	for {
+		f := pullChanges(t, a, tok, r.token, "limit=1")
+		if len(f.Changes) > 1 {
+			t.Fatalf("limit=1 gave %d", len(f.Changes))
+		}
+		r.apply(f)
+		if !f.HasMore {
+			break
+		}
+	}
+	sameAsServer(t, a, user, r)
+}
+
+// The guarantee (API.md "Changes (sync)"): 16 writers on one user, through
+// two instances, create, update, toggle, trash and restore at random while a
+// client syncs (a full sync in small pages, then incremental ones, from
+// either instance). Once the writes stop and the client has caught up, its
+// copy is exactly the server's live tasks. 50 rounds, each with its own
+// user and random seed.
+func TestChangeFeedNeverMissesAChange(t *testing.T) {
+	instances := []*testAPI{startAPI(t), startAPI(t)}
+	const rounds, writers, opsPerWriter = 50, 16, 8
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	for round := range rounds {
+		user, tok := instances[0].newUser(t)
+		rng := rand.New(rand.NewPCG(seed, uint64(round)))
+		for i := range 1 + rng.IntN(6) {
+			instances[0].createTask(t, tok, fmt.Sprintf(`{"title":"seed %d"}`, i))
+		}
+		var mu sync.Mutex
+		var known []int64 // task ids any writer has seen
+		for _, id := range slices.Collect(mapKeys(liveTasks(t, instances[0], user))) {
+			known = append(known, id)
+		}
+		var done atomic.Bool
+		var writes sync.WaitGroup
+		for w := range writers {
+			writes.Go(func() {
+				wrng := rand.New(rand.NewPCG(seed, uint64(round*writers+w+1)))
+				for op := range opsPerWriter {
+					a := instances[wrng.IntN(2)]
+					mu.Lock()
+					id := int64(0)
+					if len(known) > 0 {
+						id = known[wrng.IntN(len(known))]
+					}
+					mu.Unlock()
+					switch k := wrng.IntN(10); {
+					case k < 3 || id == 0:
+						r := a.do(t, "POST", "/api/me/tasks", fmt.Sprintf(`{"title":"w%d-%d"}`, w, op), bearer(tok))
+						if r.Status == http.StatusCreated {
+							mu.Lock()
+							known = append(known, r.task(t).ID)
+							mu.Unlock()
+						}
+					case k < 5:
+						a.do(t, "PUT", taskURL(id), fmt.Sprintf(`{"title":"u%d-%d","priority":"high"}`, w, op), bearer(tok))
+					case k < 7:
+						a.do(t, "PATCH", taskURL(id)+"/complete", nil, bearer(tok))
+					case k < 9:
+						a.do(t, "DELETE", taskURL(id), nil, bearer(tok))
+					default:
+						a.do(t, "POST", fmt.Sprintf("/api/me/trash/%d/restore", id), nil, bearer(tok))
+					}
+				}
+			})
+		}
+		go func() { writes.Wait(); done.Store(true) }()
+
+		r := &replica{tasks: map[int64]taskJSON{}}
+		limit := fmt.Sprintf("limit=%d", 1+rng.IntN(7))
+		for {
+			finished := done.Load()
+			f := pullChanges(t, instances[rng.IntN(2)], tok, r.token, limit)
+			r.apply(f)
+			if finished && !f.HasMore {
+				break
+			}
+		}
+		writes.Wait()
+		sameAsServer(t, instances[0], user, r)
+		if t.Failed() {
+			t.Fatalf("round %d", round)
+		}
+	}
+}
+
+func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
+	return func(yield func(K) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// A transaction that changed a task and has not committed holds the user's
+// next feed position, so later writes of that user wait for it to commit:
+// the feed can never hand out a position past a change that is still to
+// come. Writes of other users do not wait.
+func TestChangeFeedWaitsForAHeldTransaction(t *testing.T) {
+	a := startAPI(t)
+	user, tok := a.newUser(t)
+	otherUser, otherTok := a.newUser(t)
+	held := a.createTask(t, tok, `{"title":"before"}`)
+	r := &replica{tasks: map[int64]taskJSON{}}
+	r.apply(pullChanges(t, a, tok, ""))
+
+	conn, err := pgx.Connect(t.Context(), a.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	tx, err := conn.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `UPDATE tasks SET title = 'held' WHERE id = $1`, held.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	var later sync.WaitGroup
+	var committed atomic.Int32
+	for i := range 4 {
+		later.Go(func() {
+			mustStatus(t, a.do(t, "POST", "/api/me/tasks", fmt.Sprintf(`{"title":"later %d"}`, i), bearer(tok)), http.StatusCreated)
+			committed.Add(1)
+		})
+	}
+	// Another user's writes go on.
+	a.createTask(t, otherTok, `{"title":"elsewhere"}`)
+	if f := pullChanges(t, a, otherTok, ""); len(f.Changes) != 1 {
+		t.Fatalf("the other user's feed: %+v", f)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := committed.Load(); n != 0 {
+		t.Fatalf("%d later writes committed while an earlier change was held", n)
+	}
+	f := pullChanges(t, a, tok, r.token)
+	if len(f.Changes) != 0 {
+		t.Fatalf("the feed moved past a held change: %+v", f.Changes)
+	}
+	r.apply(f)
+
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	later.Wait()
+	changes := changesSince(t, a, tok, r.token)
+	if len(changes) != 5 || changes[0].id() != held.ID || changes[0].Task.Title != "held" {
+		t.Fatalf("after the commit: %+v", changes)
+	}
+	r.apply(feedJSON{Changes: changes, Next: r.token})
+	sameAsServer(t, a, user, r)
+	_ = otherUser
+}
+
+// Tokens that are garbage, too long, forged or another user's are 422 naming
+// since; one older than SYNC_RETENTION is 410; limit and wait out of range,
+// and unknown parameters, are 422.
+func TestChangeFeedRefusesBadRequests(t *testing.T) {
+	a := startAPI(t, func(o *apiOptions) { o.syncKeep = time.Hour })
+	_, tok := a.newUser(t)
+	_, otherTok := a.newUser(t)
+	a.createTask(t, tok, `{"title":"x"}`)
+	mine := syncAll(t, a, tok, "")
+	theirs := syncAll(t, a, otherTok, "")
+	forged := []byte(mine)
+	forged[len(forged)/2] ^= 1
+	if forged[len(forged)/2] == '-'^1 || forged[len(forged)/2] == '_'^1 {
+		forged[len(forged)/2] = 'A'
+	}
+	for name, since := range map[string]string{
+		"garbage": "not-a-token", "too long": strings.Repeat("A", 129), "another user's": theirs,
+		"forged": string(forged), "not base64": "!!!!", "empty-ish": "A",
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := mustStatus(t, a.do(t, "GET", "/api/me/changes?since="+url.QueryEscape(since), nil, bearer(tok)), http.StatusUnprocessableEntity)
+			if p := r.problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "since" {
+				t.Fatalf("errors %+v", p.Errors)
+			}
+		})
+	}
+	tokens, err := a.feed.tokens(t.Context(), a.store.Queries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, _ := tokens.decode(a.userOf(t, tok), mine)
+	stale := tokens.encode(a.userOf(t, tok), syncToken{Seq: user.Seq, Issued: time.Now().Add(-2 * time.Hour)})
+	mustStatus(t, a.do(t, "GET", "/api/me/changes?since="+stale, nil, bearer(tok)), http.StatusGone).problem(t)
+	for _, q := range []string{"limit=0", "limit=1001", "limit=-1", "limit=x", "wait=31", "wait=-1", "wait=1.5", "x=1", "since=" + mine + "&since=" + mine} {
+		mustStatus(t, a.do(t, "GET", "/api/me/changes?"+q, nil, bearer(tok)), http.StatusUnprocessableEntity).problem(t)
+	}
+}
+
+// userOf is the subject of tok, as the service reads it.
+func (a *testAPI) userOf(t testing.TB, tok string) string {
+	t.Helper()
+	sub, err := newVerifier(a.opts.verifier).Verify(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub
+}
+
+// A long poll answers within a second of a change made through another
+// instance, with LISTEN or by polling alone, and after wait seconds with
+// nothing when nothing changes; while it waits it holds no connection.
+func TestChangeFeedLongPoll(t *testing.T) {
+	db := newDatabase(t, true)
+	a := startAPI(t, func(o *apiOptions) { o.dbURL = db })
+	b := startAPI(t, func(o *apiOptions) { o.dbURL = db })
+	polling := startAPI(t, func(o *apiOptions) { o.dbURL = db; o.noListen = true; o.poll = 200 * time.Millisecond })
+	_, tok := a.newUser(t)
+	a.createTask(t, tok, `{"title":"x"}`)
+	token := syncAll(t, a, tok, "")
+	waitFor(t, "the LISTEN connections", func() bool {
+		return a.feed.notifier.listening.Load() && b.feed.notifier.listening.Load()
+	})
+
+	for name, waiter := range map[string]*testAPI{"LISTEN": a, "polling": polling, "same instance": b} {
+		t.Run(name, func(t *testing.T) {
+			var madeAt atomic.Int64
+			go func() {
+				time.Sleep(300 * time.Millisecond)
+				madeAt.Store(time.Now().UnixNano())
+				b.createTask(t, tok, `{"title":"while waiting"}`)
+			}()
+			f := pullChanges(t, waiter, tok, token, "wait=10")
+			lag := time.Since(time.Unix(0, madeAt.Load()))
+			if len(f.Changes) != 1 || f.Changes[0].Task.Title != "while waiting" {
+				t.Fatalf("%+v", f)
+			}
+			if lag > time.Second {
+				t.Fatalf("answered %s after the change", lag)
+			}
+			token = f.Next
+		})
+	}
+
+	start := time.Now()
+	var acquired atomic.Int32
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				acquired.Store(max(acquired.Load(), a.pool.Stat().AcquiredConns()))
+			}
+		}
+	}()
+	f := pullChanges(t, a, tok, token, "wait=1")
+	close(stop)
+	if took := time.Since(start); len(f.Changes) != 0 || took < time.Second || took > 3*time.Second {
+		t.Fatalf("an idle wait=1 answered after %s with %+v", took, f)
+	}
+	if n := acquired.Load(); n != 0 {
+		t.Fatalf("a waiting request held %d connections", n)
+	}
+	if f.Next == "" {
+		t.Fatal("no next token")
+	}
+}
+
+// Emptying the trash never shortens a token's life: a client whose token
+// predates the delete still hears of it.
+func TestEmptyingTheTrashKeepsTokensValid(t *testing.T) {
+	a := startAPI(t)
+	_, tok := a.newUser(t)
+	task := a.createTask(t, tok, `{"title":"x"}`)
+	token := syncAll(t, a, tok, "")
+	mustStatus(t, a.do(t, "DELETE", taskURL(task.ID), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "DELETE", "/api/me/trash", nil, bearer(tok)), http.StatusNoContent)
+	changes := changesSince(t, a, tok, token)
+	if len(changes) != 1 || changes[0].Op != "delete" || changes[0].ID != task.ID {
+		t.Fatalf("%+v", changes)
+	}
+}

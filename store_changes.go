@@ -1,0 +1,161 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The change feed's statements (API.md "Changes (sync)"). Every change of a
+// user's task takes the user's next position (task_counts.seq) while holding
+// the user's row until it commits, so positions become visible in order: a
+// reader that sees position N has seen every position below it. A task's row
+// keeps the position of its latest change; a task deleted for good leaves a
+// tombstone with the position it took when it went to the trash.
+
+// Change is one entry of the feed: a live task in its current state, or the
+// id of a task that went to the trash or was deleted for good.
+type Change struct {
+	Seq     int64
+	Task    *Task // nil: deleted
+	Deleted int64 // the id, when Task is nil
+}
+
+const (
+	// The tasks changed after a position, in the order of their latest change.
+	sqlChangedTasks = `
+SELECT ` + taskColumns + `, change_seq FROM tasks
+WHERE user_id = $1 AND change_seq > $2
+ORDER BY change_seq LIMIT $3`
+	sqlTombstonesAfter = `
+SELECT task_id, seq FROM task_tombstones
+WHERE user_id = $1 AND seq > $2
+ORDER BY seq LIMIT $3`
+	// A page of a full sync: the live tasks, in the order of their latest
+	// change, after a (position, id).
+	sqlLiveTasksAfter = `
+SELECT ` + taskColumns + `, change_seq FROM tasks
+WHERE user_id = $1 AND ` + live + ` AND (change_seq, id) > ($2, $3)
+ORDER BY change_seq, id LIMIT $4`
+)
+
+// ChangesAfter returns up to limit changes of the user's tasks after
+// position since, oldest first, each task at most once, and whether more
+// follow. The two statements go in one round trip, tombstones second: a task
+// deleted for good in between is seen by both and kept once.
+func (q Queries) ChangesAfter(ctx context.Context, userID string, since int64, limit int) ([]Change, bool, error) {
+	var changes []Change
+	batch := &pgx.Batch{}
+	batch.Queue(sqlChangedTasks, userID, since, limit+1).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var t Task
+			var seq int64
+			if err := scanTask(rows, &t, userID, &seq); err != nil {
+				return err
+			}
+			c := Change{Seq: seq, Task: &t}
+			if t.DeletedAt != nil {
+				c = Change{Seq: seq, Deleted: t.ID}
+			}
+			changes = append(changes, c)
+		}
+		return rows.Err()
+	})
+	batch.Queue(sqlTombstonesAfter, userID, since, limit+1).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var c Change
+			if err := rows.Scan(&c.Deleted, &c.Seq); err != nil {
+				return err
+			}
+			changes = append(changes, c)
+		}
+		return rows.Err()
+	})
+	if err := q.db.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, false, dbFail("read changes", err)
+	}
+	slices.SortFunc(changes, func(a, b Change) int { return cmp.Compare(a.Seq, b.Seq) })
+	changes = slices.CompactFunc(changes, func(a, b Change) bool { return a.Seq == b.Seq })
+	if len(changes) > limit {
+		return changes[:limit], true, nil
+	}
+	return changes, false, nil
+}
+
+// FullSyncPage is a page of the user's live tasks in feed order.
+type FullSyncPage struct {
+	Tasks   []Task
+	Seqs    []int64 // each task's position
+	More    bool    // more live tasks follow
+	Started int64   // the position before the first page: where the feed goes on
+	Latest  int64   // the user's position after this page was read
+}
+
+// FullSync returns up to limit live tasks after (afterSeq, afterID). started
+// is the position read before the sync's first page; pass -1 on the first
+// page, and it is read before the page. Three statements, one round trip.
+func (q Queries) FullSync(ctx context.Context, userID string, started, afterSeq, afterID int64, limit int) (FullSyncPage, error) {
+	page := FullSyncPage{Started: started}
+	position := func(dst *int64) func(pgx.Row) error {
+		return func(row pgx.Row) error {
+			err := row.Scan(dst)
+			if errors.Is(err, pgx.ErrNoRows) {
+				*dst = 0
+				return nil
+			}
+			return err
+		}
+	}
+	batch := &pgx.Batch{}
+	if started < 0 {
+		batch.Queue(sqlFeedPosition, userID).QueryRow(position(&page.Started))
+	}
+	batch.Queue(sqlLiveTasksAfter, userID, afterSeq, afterID, limit+1).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var t Task
+			var seq int64
+			if err := scanTask(rows, &t, userID, &seq); err != nil {
+				return err
+			}
+			page.Tasks, page.Seqs = append(page.Tasks, t), append(page.Seqs, seq)
+		}
+		return rows.Err()
+	})
+	batch.Queue(sqlFeedPosition, userID).QueryRow(position(&page.Latest))
+	if err := q.db.SendBatch(ctx, batch).Close(); err != nil {
+		return page, dbFail("full sync", err)
+	}
+	if len(page.Tasks) > limit {
+		page.Tasks, page.Seqs, page.More = page.Tasks[:limit], page.Seqs[:limit], true
+	}
+	return page, nil
+}
+
+// SyncTokenKey is the key that signs sync tokens, the same for every instance.
+func (q Queries) SyncTokenKey(ctx context.Context) ([]byte, error) {
+	var key []byte
+	if err := q.db.QueryRow(ctx, `SELECT key FROM service_keys WHERE name = 'sync_token'`).Scan(&key); err != nil {
+		return nil, dbFail("read the sync token key", err)
+	}
+	return key, nil
+}
+
+// WatchedPositions returns the feed positions of the users, for the
+// notifier's periodic re-read (users without a position are left out).
+func (q Queries) WatchedPositions(ctx context.Context, users []string) (map[string]int64, error) {
+	rows, err := q.db.Query(ctx, `SELECT user_id, seq FROM task_counts WHERE user_id = ANY ($1)`, users)
+	if err != nil {
+		return nil, dbFail("read feed positions", err)
+	}
+	out := map[string]int64{}
+	var user string
+	var seq int64
+	_, err = pgx.ForEachRow(rows, []any{&user, &seq}, func() error { out[user] = seq; return nil })
+	if err != nil {
+		return nil, dbFail("read feed positions", err)
+	}
+	return out, nil
+}
