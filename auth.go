@@ -73,12 +73,25 @@ func (e *tokenError) Error() string { return e.reason }
 
 // Verify returns the token's subject, the user id.
 func (v *Verifier) Verify(ctx context.Context, token string) (string, error) {
+	id, err := v.VerifyIdentity(ctx, token)
+	return id.Sub, err
+}
+
+// identity is who a verified token names, and until when it may be used
+// (its exp plus the leeway): an event stream ends then.
+type identity struct {
+	Sub     string
+	Expires time.Time
+}
+
+// VerifyIdentity checks the token and returns whom it names.
+func (v *Verifier) VerifyIdentity(ctx context.Context, token string) (identity, error) {
 	if len(token) > maxTokenBytes || strings.Count(token, ".") != 2 {
-		return "", &tokenError{"The token is not a compact JWS."}
+		return identity{}, &tokenError{"The token is not a compact JWS."}
 	}
 	now := v.now()
-	if sub, ok := v.cache.get(token, now); ok {
-		return sub, nil
+	if id, ok := v.cache.get(token, now); ok {
+		return id, nil
 	}
 	var keysErr error
 	provider := jws.KeyProviderFunc(func(ctx context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
@@ -88,22 +101,23 @@ func (v *Verifier) Verify(ctx context.Context, token string) (string, error) {
 	opts := append(v.opts[:len(v.opts):len(v.opts)], jwt.WithKeyProvider(provider), jwt.WithContext(ctx))
 	tok, err := jwt.Parse([]byte(token), opts...)
 	if errors.Is(keysErr, errKeysUnavailable) {
-		return "", errKeysUnavailable
+		return identity{}, errKeysUnavailable
 	}
 	if err != nil {
-		return "", &tokenError{describeTokenError(err)}
+		return identity{}, &tokenError{describeTokenError(err)}
 	}
 	sub, _ := tok.Subject()
 	if sub == "" || utf8.RuneCountInString(sub) > 255 || strings.ContainsRune(sub, 0) {
-		return "", &tokenError{"The token's sub must be a non-empty string of at most 255 characters."}
+		return identity{}, &tokenError{"The token's sub must be a non-empty string of at most 255 characters."}
 	}
 	exp, _ := tok.Expiration() // required, so present
-	until := exp.Add(v.leeway)
+	id := identity{Sub: sub, Expires: exp.Add(v.leeway)}
+	until := id.Expires
 	if limit := now.Add(v.cache.ttl); limit.Before(until) {
 		until = limit
 	}
-	v.cache.put(token, sub, until, now)
-	return sub, nil
+	v.cache.put(token, id, until, now)
+	return id, nil
 }
 
 // The cache of verified tokens. A session sends the same token with every
@@ -125,7 +139,7 @@ type tokenCache struct {
 }
 
 type cachedToken struct {
-	sub   string
+	id    identity
 	until time.Time
 }
 
@@ -133,19 +147,19 @@ func newTokenCache(max int, ttl time.Duration) *tokenCache {
 	return &tokenCache{ttl: ttl, max: max, entries: make(map[string]cachedToken)}
 }
 
-func (c *tokenCache) get(token string, now time.Time) (string, bool) {
+func (c *tokenCache) get(token string, now time.Time) (identity, bool) {
 	c.mu.RLock()
 	e, ok := c.entries[token]
 	c.mu.RUnlock()
 	if !ok || !now.Before(e.until) {
-		return "", false
+		return identity{}, false
 	}
-	return e.sub, true
+	return e.id, true
 }
 
 // put remembers a verified token. When the cache is full it first drops the
 // entries that are no longer valid, then, if still full, an arbitrary tenth.
-func (c *tokenCache) put(token, sub string, until, now time.Time) {
+func (c *tokenCache) put(token string, id identity, until, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.entries) >= c.max {
@@ -161,7 +175,7 @@ func (c *tokenCache) put(token, sub string, until, now time.Time) {
 			delete(c.entries, k)
 		}
 	}
-	c.entries[token] = cachedToken{sub: sub, until: until}
+	c.entries[token] = cachedToken{id: id, until: until}
 }
 
 func describeTokenError(err error) string {
@@ -349,7 +363,7 @@ func authenticate(v *Verifier) func(apiHandler) apiHandler {
 			if !ok {
 				return newError(CodeUnauthenticated, "This route needs an Authorization: Bearer <token> header.")
 			}
-			sub, err := v.Verify(r.Context(), token)
+			id, err := v.VerifyIdentity(r.Context(), token)
 			if errors.Is(err, errKeysUnavailable) {
 				return &Error{Code: CodeKeysUnavailable, RetryAfter: 10 * time.Second, Err: err,
 					Message: "The keys that verify this token cannot be fetched right now; retry shortly."}
@@ -357,12 +371,25 @@ func authenticate(v *Verifier) func(apiHandler) apiHandler {
 			if err != nil {
 				return newError(CodeInvalidToken, "%s", err.Error())
 			}
-			if ri := infoFrom(r.Context()); ri != nil {
-				ri.userID = sub
-			}
-			return next(w, r.WithContext(context.WithValue(r.Context(), userIDKey, sub)))
+			return next(w, withIdentity(r, id))
 		}
 	}
+}
+
+// withIdentity is r as the authenticated user's: the user id (and until when
+// the credentials hold) in the context, and the user in the access log.
+func withIdentity(r *http.Request, id identity) *http.Request {
+	if ri := infoFrom(r.Context()); ri != nil {
+		ri.userID = id.Sub
+	}
+	ctx := context.WithValue(r.Context(), userIDKey, id.Sub)
+	return r.WithContext(context.WithValue(ctx, identityKey, id))
+}
+
+// identityFrom is the authenticated user and the credentials' expiry.
+func identityFrom(ctx context.Context) identity {
+	id, _ := ctx.Value(identityKey).(identity)
+	return id
 }
 
 // bearerToken extracts the token of a single "Authorization: Bearer <token>"

@@ -460,7 +460,7 @@ func TestTokenCacheIsBounded(t *testing.T) {
 	c := newTokenCache(100, time.Minute)
 	now := time.Now()
 	for i := range 1000 {
-		c.put(fmt.Sprint("token-", i), "u", now.Add(time.Minute), now)
+		c.put(fmt.Sprint("token-", i), identity{Sub: "u"}, now.Add(time.Minute), now)
 		if len(c.entries) > 100 {
 			t.Fatalf("%d entries", len(c.entries))
 		}

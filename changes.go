@@ -174,15 +174,7 @@ func writeChanges(w http.ResponseWriter, r *http.Request, changes []Change, next
 		if i > 0 {
 			b = append(b, ',')
 		}
-		if c.Task != nil {
-			b = append(b, `{"op":"upsert","task":`...)
-			b = appendTask(b, c.Task)
-			b = append(b, '}')
-		} else {
-			b = append(b, `{"op":"delete","id":`...)
-			b = strconv.AppendInt(b, c.Deleted, 10)
-			b = append(b, '}')
-		}
+		b = appendChange(b, c)
 	}
 	b = append(b, `],"next":`...)
 	b = appendJSONString(b, next)
@@ -206,4 +198,16 @@ func startSyncFeed(ctx context.Context, store *Store, listenURL string, poll, re
 	store.onChange = n.Changed
 	go n.Run(ctx)
 	return &syncFeed{notifier: n, retention: retention}
+}
+
+// appendChange appends one change as the feed and the event streams send it.
+func appendChange(b []byte, c Change) []byte {
+	if c.Task == nil {
+		b = append(b, `{"op":"delete","id":`...)
+		b = strconv.AppendInt(b, c.Deleted, 10)
+		return append(b, '}')
+	}
+	b = append(b, `{"op":"upsert","task":`...)
+	b = appendTask(b, c.Task)
+	return append(b, '}')
 }

@@ -35,6 +35,11 @@ type Config struct {
 	SyncRetention       time.Duration // sync tokens are honoured at least this long
 	ChangesPollInterval time.Duration // how often waiting requests re-read the feed positions; 0: 5s with LISTEN, 1s without
 
+	SSEMaxAge     time.Duration // an event stream ends after this; the client resumes
+	SSEMaxStreams int           // per user, across instances
+	SSEHeartbeat  time.Duration // a comment on an idle stream at least this often
+	ShutdownDrain time.Duration // on SIGTERM: /readyz 503 for this long, still serving, before the server stops accepting
+
 	StatementTimeout time.Duration // SET LOCAL statement_timeout in every transaction
 	LockTimeout      time.Duration // SET LOCAL lock_timeout in every transaction
 
@@ -86,6 +91,9 @@ func loadConfig(getenv func(string) string, dotenv map[string]string) (Config, e
 		TrashRetention:      p.duration("TRASH_RETENTION", 720*time.Hour, time.Minute, 100*365*24*time.Hour),
 		SyncRetention:       p.duration("SYNC_RETENTION", 720*time.Hour, time.Minute, 100*365*24*time.Hour),
 		ChangesPollInterval: p.duration("CHANGES_POLL_INTERVAL", 0, 0, 5*time.Second),
+		SSEMaxAge:           p.duration("SSE_MAX_AGE", 15*time.Minute, time.Second, 24*time.Hour),
+		SSEMaxStreams:       p.integer("SSE_MAX_STREAMS_PER_USER", 10, 1, 10000),
+		SSEHeartbeat:        p.duration("SSE_HEARTBEAT", 15*time.Second, 100*time.Millisecond, 15*time.Second),
 		StatementTimeout:    p.duration("DB_STATEMENT_TIMEOUT", 10*time.Second, 0, time.Hour),
 		LockTimeout:         p.duration("DB_LOCK_TIMEOUT", 5*time.Second, 0, time.Hour),
 		LogLevel:            p.level("LOG_LEVEL", slog.LevelInfo),
@@ -97,6 +105,13 @@ func loadConfig(getenv func(string) string, dotenv map[string]string) (Config, e
 	if cfg.DataDir == "" {
 		cfg.DataDir = defaultDataDir
 	}
+	// Behind a balancer an instance must be seen not ready before it stops
+	// accepting; the embedded development database has no balancer.
+	drain := time.Duration(0)
+	if cfg.DatabaseURL != "" {
+		drain = 2 * time.Second
+	}
+	cfg.ShutdownDrain = p.duration("SHUTDOWN_DRAIN", drain, 0, time.Minute)
 	if cfg.DatabaseURLUnpooled != "" && cfg.DatabaseURL == "" {
 		p.fail("DATABASE_URL_UNPOOLED", cfg.DatabaseURLUnpooled, "to be set together with DATABASE_URL")
 	}

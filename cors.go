@@ -7,7 +7,7 @@ import (
 
 const (
 	corsAllowMethods  = "GET, POST, PUT, PATCH, DELETE"
-	corsAllowHeaders  = "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match"
+	corsAllowHeaders  = "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, Last-Event-ID"
 	corsExposeHeaders = "Link, Location, ETag, X-Request-Id, Idempotent-Replayed, Retry-After"
 )
 

@@ -323,7 +323,7 @@ func TestRunEmbeddedDevMode(t *testing.T) {
 // Shutdown stops accepting, lets the request in flight finish, then returns.
 func TestShutdownLetsInFlightRequestFinish(t *testing.T) {
 	dbURL := newDatabase(t, false)
-	s := startRun(t, map[string]string{"DATABASE_URL": dbURL, "BETTER_AUTH_SECRET": testSecret})
+	s := startRun(t, map[string]string{"DATABASE_URL": dbURL, "BETTER_AUTH_SECRET": testSecret, "SHUTDOWN_DRAIN": "0s"})
 	token, _ := mintToken([]byte(testSecret), "shutdown-user", "", "", time.Hour, time.Now())
 
 	body := `{"title":"finished during shutdown"}`

@@ -280,6 +280,7 @@ type apiOptions struct {
 	noListen  bool            // the change notifier polls only, as behind a pooler without DATABASE_URL_UNPOOLED
 	poll      time.Duration   // CHANGES_POLL_INTERVAL; 0: the default
 	syncKeep  time.Duration   // SYNC_RETENTION; 0: 720h
+	events    eventOptions    // SSE_*; zero fields: the defaults
 	server    *serverTimeouts // serve with newHTTPServer and these; nil: httptest's plain server
 }
 
@@ -293,6 +294,7 @@ type testAPI struct {
 	logs   *syncBuffer
 	opts   apiOptions
 	feed   *syncFeed
+	events *eventStreams
 }
 
 var userSeq atomic.Int64
@@ -338,6 +340,18 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 		o.syncKeep = 720 * time.Hour
 	}
 	feed := startSyncFeed(gateCtx, store, listenURL, o.poll, o.syncKeep, log)
+	ev := eventOptions{MaxAge: 15 * time.Minute, Heartbeat: 15 * time.Second, MaxPerUser: 10}
+	if o.events.MaxAge > 0 {
+		ev.MaxAge = o.events.MaxAge
+	}
+	if o.events.Heartbeat > 0 {
+		ev.Heartbeat = o.events.Heartbeat
+	}
+	if o.events.MaxPerUser > 0 {
+		ev.MaxPerUser = o.events.MaxPerUser
+	}
+	events := newEventStreams(store, feed, ev, log)
+	go events.keepAlive(gateCtx)
 	h := newHandler(deps{
 		log:      log,
 		store:    store,
@@ -348,6 +362,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 		timeout:  o.timeout,
 		gate:     newDBGate(gateCtx, pool.Ping, log),
 		feed:     feed,
+		events:   events,
 	})
 	srv := httptest.NewUnstartedServer(h)
 	if o.server != nil {
@@ -356,7 +371,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return &testAPI{URL: srv.URL, client: &http.Client{Transport: contractTransport(t, srv.Client().Transport)},
-		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed}
+		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed, events: events}
 }
 
 // newUser returns a user id no other test uses, and a valid token for it.

@@ -73,9 +73,18 @@ func every(ctx context.Context, interval time.Duration, fn func(context.Context)
 	}
 }
 
-// runServer serves on ln until ctx ends, then stops accepting and lets the
-// requests in flight finish, for at most drain.
-func runServer(ctx context.Context, srv *http.Server, ln net.Listener, drain time.Duration, log *slog.Logger) error {
+// shutdownPlan is how the server stops: begin (readiness fails, event
+// streams end so their clients resume elsewhere), then drain (still serving,
+// while a balancer notices), then stop accepting and let the requests in
+// flight finish for at most finish.
+type shutdownPlan struct {
+	begin  func()
+	drain  time.Duration
+	finish time.Duration
+}
+
+// runServer serves on ln until ctx ends, then shuts down as plan says.
+func runServer(ctx context.Context, srv *http.Server, ln net.Listener, plan shutdownPlan, log *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	select {
@@ -83,8 +92,15 @@ func runServer(ctx context.Context, srv *http.Server, ln net.Listener, drain tim
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	if plan.begin != nil {
+		plan.begin()
+	}
+	if plan.drain > 0 {
+		log.Info("shutting down: not ready any more, still serving", "for", plan.drain)
+		time.Sleep(plan.drain)
+	}
 	log.Info("shutting down: draining in-flight requests")
-	drainCtx, cancel := context.WithTimeout(context.Background(), drain)
+	drainCtx, cancel := context.WithTimeout(context.Background(), plan.finish)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx); err != nil {
 		log.Warn("requests still running at the end of the drain were cut off", "error", err)
@@ -99,6 +115,13 @@ func purgeTrash(ctx context.Context, store *Store, trashRetention, syncRetention
 		log.Warn("purging the trash", "error", err)
 	} else if n > 0 {
 		log.Info("purged the trash", "tasks", n)
+	}
+}
+
+// purgeEventRecords forgets expired tickets and dead instances' streams.
+func purgeEventRecords(ctx context.Context, store *Store, log *slog.Logger) {
+	if err := store.PurgeEventRecords(ctx); err != nil {
+		log.Warn("purging event tickets and streams", "error", err)
 	}
 }
 

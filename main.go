@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -138,10 +139,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	store := newStore(pool, storeOptions{MaxTasksPerUser: cfg.MaxTasksPerUser,
 		StatementTimeout: cfg.StatementTimeout, LockTimeout: cfg.LockTimeout})
 	feed := startSyncFeed(bgCtx, store, db.listenURL, cfg.ChangesPollInterval, cfg.SyncRetention, log)
+	events := newEventStreams(store, feed, eventOptions{MaxAge: cfg.SSEMaxAge, Heartbeat: cfg.SSEHeartbeat,
+		MaxPerUser: cfg.SSEMaxStreams}, log)
+	go events.keepAlive(bgCtx)
 	go every(bgCtx, 10*time.Minute, func(ctx context.Context) {
 		purgeIdempotencyKeys(ctx, store, log)
 		purgeTrash(ctx, store, cfg.TrashRetention, cfg.SyncRetention, log)
+		purgeEventRecords(ctx, store, log)
 	})
+	var draining atomic.Bool
 	if db.local != nil {
 		go watchLocalPostgres(bgCtx, db, log)
 	}
@@ -150,11 +156,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		store: store,
 		verifier: newVerifier(verifierOptions{Secret: cfg.AuthSecret, JWKS: jwks,
 			Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Leeway: cfg.JWTLeeway}),
-		limiter: limiter,
-		ready:   readiness(pool, migrator),
-		origins: cfg.CORSOrigins,
-		gate:    newDBGate(bgCtx, pool.Ping, log),
-		feed:    feed,
+		limiter:  limiter,
+		ready:    readiness(pool, migrator),
+		origins:  cfg.CORSOrigins,
+		gate:     newDBGate(bgCtx, pool.Ping, log),
+		feed:     feed,
+		events:   events,
+		draining: draining.Load,
 	})
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, pool, log)
@@ -176,5 +184,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 			return err
 		}
 	}
-	return runServer(ctx, newHTTPServer(handler, defaultTimeouts, log, bgCtx), ln, defaultTimeouts.shutdown, log)
+	srv := newHTTPServer(handler, defaultTimeouts, log, bgCtx)
+	return runServer(ctx, srv, ln, shutdownPlan{drain: cfg.ShutdownDrain, finish: defaultTimeouts.shutdown,
+		begin: func() { draining.Store(true); events.Close() }}, log)
 }

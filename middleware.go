@@ -17,6 +17,7 @@ type ctxKey int
 const (
 	requestInfoKey ctxKey = iota
 	userIDKey
+	identityKey
 )
 
 // requestInfo is filled in as the request goes down the chain and read by the

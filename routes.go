@@ -19,6 +19,8 @@ type deps struct {
 	timeout  time.Duration // bounds each /api request's work; 0: requestDeadline
 	gate     *dbGate       // fails requests fast while the database is down; nil: off
 	feed     *syncFeed
+	events   *eventStreams
+	draining func() bool // the server is shutting down: /readyz answers 503; nil: never
 }
 
 // newHandler assembles the service: the routes, then the middleware that
@@ -72,8 +74,18 @@ func addRoutes(mux *http.ServeMux, d deps) {
 	// A long poll waits up to maxChangesWait on top of its database work.
 	handle("GET /api/{user_id}/changes", apiWithDeadline(timeout+maxChangesWait*time.Second, handleChanges(d.feed)))
 
+	// A stream has no deadline (each of its reads has one), and an
+	// EventSource authenticates with a ticket.
+	handle("POST /api/{user_id}/events/tickets", api(handleEventTicket))
+	handle("GET /api/{user_id}/events",
+		acceptTicket(d.store, authenticate(d.verifier))(
+			limitRate(d.limiter)(
+				requireOwnPath(
+					failFastWhenDown(d.gate)(
+						idempotent(d.store)(handleEvents(d.events)))))))
+
 	handle("GET /healthz", handleHealthz)
-	handle("GET /readyz", handleReadyz(d.ready))
+	handle("GET /readyz", handleReadyz(d.ready, d.draining))
 	handle("GET /openapi.json", handleOpenAPI)
 	handle("GET /docs", handleDocs)
 }
@@ -128,8 +140,12 @@ func handleHealthz(w http.ResponseWriter, r *http.Request) error {
 
 // handleReadyz answers 200 only while the database answers and its schema is
 // current, so a load balancer sends no traffic to an instance that would fail.
-func handleReadyz(ready func(context.Context) error) apiHandler {
+func handleReadyz(ready func(context.Context) error, draining func() bool) apiHandler {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		if draining != nil && draining() {
+			return &Error{Code: CodeUnavailable, RetryAfter: time.Second,
+				Message: "This instance is shutting down; its requests in flight are finishing."}
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {

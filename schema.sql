@@ -185,3 +185,31 @@ BEGIN
     RETURN NEW;
 END
 $$;
+
+-- migration: 4 event_streams
+-- Live events (API.md "Live events (SSE)").
+--
+-- A browser's EventSource cannot send an Authorization header, so it opens
+-- its stream with a ticket: single use, valid 60 seconds, bound to the user
+-- and to the expiry of the token that asked for it. Only the ticket's
+-- SHA-256 is kept, so the table gives away no usable ticket. Any instance
+-- redeems it.
+CREATE TABLE event_tickets (
+    ticket        bytea       PRIMARY KEY,
+    user_id       text        NOT NULL,
+    token_expires timestamptz NOT NULL,
+    expires_at    timestamptz NOT NULL
+);
+CREATE INDEX event_tickets_expires_at ON event_tickets (expires_at);
+
+-- The open streams, across instances, for SSE_MAX_STREAMS_PER_USER. Each
+-- instance refreshes seen_at of its own streams; a row left by an instance
+-- that died stops counting when it is no longer refreshed.
+CREATE TABLE event_streams (
+    id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id  text        NOT NULL,
+    instance text        NOT NULL,
+    seen_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX event_streams_user ON event_streams (user_id, seen_at);
+CREATE INDEX event_streams_instance ON event_streams (instance);
