@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"tasks-api/internal/testbed"
 )
 
 // The built service, with its embedded PostgreSQL, killed with SIGKILL under
@@ -37,7 +39,7 @@ func TestServiceCrash(t *testing.T) {
 	}
 	dir := pgTempDir(t)
 	bin := buildService(t)
-	port, err := freePort()
+	port, err := testbed.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,16 +190,14 @@ func postmasterPID(t *testing.T, dir string) int {
 // buildService builds the service's binary into a temporary directory.
 func buildService(t *testing.T) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool in PATH to build the service with")
-	}
-	bin := filepath.Join(t.TempDir(), "tasks-api")
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".").CombinedOutput()
+	bin, err := testbed.BuildService(ctx, t.TempDir())
+	if errors.Is(err, exec.ErrNotFound) {
+		t.Skip("no go tool in PATH to build the service with")
+	}
 	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -261,17 +261,7 @@ func (s *serviceProcess) kill(t *testing.T) {
 
 // stop asks for a graceful shutdown, which stops the embedded PostgreSQL.
 func (s *serviceProcess) stop(t *testing.T) {
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(60 * time.Second):
-		t.Errorf("the service did not stop on SIGTERM; killing it")
-		_ = s.cmd.Process.Kill()
-		<-s.exited
+	if !testbed.Stop(s.cmd.Process, s.exited, syscall.SIGTERM, 60*time.Second) {
+		t.Errorf("the service did not stop on SIGTERM; killed it")
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"tasks-api/internal/testbed"
 )
 
 // The pgbouncer pass (TEST_PGBOUNCER=1) runs the whole suite with Debian's
@@ -79,7 +81,7 @@ func startPgBouncer(ctx context.Context, serverURL string) (*pgBouncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := testbed.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -169,13 +171,7 @@ func (b *pgBouncer) logTail() string {
 func (b *pgBouncer) stop() {
 	defer os.RemoveAll(b.dir)
 	b.stopping.Store(true)
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-b.exited:
-	case <-time.After(10 * time.Second):
-		_ = b.cmd.Process.Kill()
-		<-b.exited
-	}
+	testbed.Stop(b.cmd.Process, b.exited, syscall.SIGTERM, 10*time.Second)
 }
 
 // url is dbURL's database reached through pgbouncer; the other parameters of
@@ -194,13 +190,4 @@ func (b *pgBouncer) url(dbURL string) string {
 	u.User = url.User("tasks") // any name: auth_type=any ignores it
 	u.RawQuery = q.Encode()
 	return u.String()
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

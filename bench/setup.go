@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"tasks-api/internal/testbed"
 )
 
 // setup is the service under test on a fresh database seeded through its API.
@@ -27,7 +29,7 @@ type setup struct {
 // the measured one connects to it over the same socket.
 func startSetup(ctx context.Context, o options, w *workspace, debug bool, progress io.Writer) (*setup, error) {
 	fmt.Fprintln(progress, "building the service")
-	bin, err := buildService(ctx, w)
+	bin, err := testbed.BuildService(ctx, w.dir)
 	if err != nil {
 		return nil, err
 	}
