@@ -22,6 +22,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"tasks-api/internal/localpg"
+	"tasks-api/internal/pgtest"
 	"tasks-api/internal/testbed"
 )
 
@@ -37,7 +39,7 @@ func TestServiceCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a long fault test")
 	}
-	dir := pgTempDir(t)
+	dir := pgtest.ClusterDir(t)
 	bin := buildService(t)
 	port, err := testbed.FreePort()
 	if err != nil {
@@ -71,14 +73,14 @@ func TestServiceCrash(t *testing.T) {
 		var orphan time.Duration
 		if runtime.GOOS == "linux" {
 			orphan = waitUntil(t, 30*time.Second, "the killed service's PostgreSQL to exit", func() bool {
-				return !isPostgresProcess(postmaster)
+				return !localpg.IsPostgresProcess(postmaster)
 			})
 		}
 		_, staleErr := os.Stat(filepath.Join(dir, "postgres", "postmaster.pid"))
 
 		svc = startServiceProcess(t, bin, env)
 		listening := time.Since(killed)
-		if isPostgresProcess(postmaster) {
+		if localpg.IsPostgresProcess(postmaster) {
 			t.Errorf("%s: the killed service's PostgreSQL (pid %d) is still running", crash.name, postmaster)
 		}
 		load.waitAcked(t, 300, 30*time.Second)
@@ -90,7 +92,7 @@ func TestServiceCrash(t *testing.T) {
 	}
 	load.finish()
 
-	dbURL := (&localPostgres{sockDir: filepath.Join(dir, "run")}).URL()
+	dbURL := localpg.SocketURL(localpg.SocketDir(dir), "postgres")
 	tally := load.verify(t, dbURL)
 	replayed := verifyKeyedCreates(t, load, dbURL)
 	if t.Failed() {

@@ -23,6 +23,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/testcontainers/testcontainers-go"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+
+	"tasks-api/internal/localpg"
 )
 
 // The package's tests share one PostgreSQL server, found in this order:
@@ -144,7 +146,7 @@ func provideTestPostgres(ctx context.Context) (url, kind string, cleanup func(),
 	if err != nil {
 		return "", "", nil, err
 	}
-	pg, err := startLocalPostgres(ctx, dir, localPGOptions{Ephemeral: true})
+	pg, err := localpg.Start(ctx, dir, localpg.Options{Ephemeral: true})
 	if err != nil {
 		os.RemoveAll(dir)
 		return "", "", nil, fmt.Errorf("no TEST_DATABASE_URL, no Docker engine, and the local binaries failed: %w", err)

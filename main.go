@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tasks-api/internal/localpg"
 )
 
 func main() {
@@ -109,7 +111,7 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 type database struct {
 	url, migrationURL string
 	pooled            bool
-	local             *localPostgres
+	local             *localpg.Server
 }
 
 func (d *database) stop(log *slog.Logger) {
@@ -130,7 +132,7 @@ func openDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*database,
 		return &database{url: cfg.DatabaseURL, migrationURL: cfg.MigrationURL(),
 			pooled: isPooledURL(cfg.DatabaseURL, cfg.DatabaseURLUnpooled)}, nil
 	}
-	pg, err := startLocalPostgres(ctx, filepath.Join(cfg.DataDir), localPGOptions{Log: log})
+	pg, err := localpg.Start(ctx, filepath.Join(cfg.DataDir), localpg.Options{Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("no DATABASE_URL, so the embedded PostgreSQL was to be used, but: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"tasks-api/internal/localpg"
 	"tasks-api/internal/testbed"
 )
 
@@ -48,7 +49,7 @@ func findPgBouncer() (string, error) {
 		return p, nil
 	}
 	for _, p := range []string{"/usr/sbin/pgbouncer", "/usr/local/bin/pgbouncer", "/opt/homebrew/bin/pgbouncer"} {
-		if isExecutable(p) {
+		if p, err := exec.LookPath(p); err == nil { // an absolute path: only checks that it is executable
 			return p, nil
 		}
 	}
@@ -74,12 +75,6 @@ func startPgBouncer(ctx context.Context, serverURL string) (*pgBouncer, error) {
 		if strings.ContainsAny(kv, " '\"\\\n") {
 			return nil, fmt.Errorf("pgbouncer: cannot pass %q in its connection string", strings.SplitN(kv, "=", 2)[0])
 		}
-	}
-	// pgbouncer refuses to run as root: run it as the postgres user, as the
-	// launcher runs the cluster.
-	owner, err := postgresOwner()
-	if err != nil {
-		return nil, err
 	}
 	port, err := testbed.FreePort()
 	if err != nil {
@@ -120,11 +115,11 @@ logfile = %s
 	if err := os.WriteFile(conf, []byte(ini), 0o600); err != nil {
 		return fail(err)
 	}
-	if err := owner.chown(dir); err != nil {
+	b.cmd = exec.Command(bin, conf)
+	// pgbouncer refuses to run as root: run it as the launcher runs the cluster.
+	if err := localpg.RunAsServerUser(b.cmd, dir); err != nil {
 		return fail(err)
 	}
-	b.cmd = exec.Command(bin, conf)
-	b.cmd.SysProcAttr = postgresProcAttr(owner)
 	if err := b.cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start pgbouncer: %w", err))
 	}
@@ -162,10 +157,7 @@ func (b *pgBouncer) waitListening(ctx context.Context, limit time.Duration) erro
 	}
 }
 
-func (b *pgBouncer) logTail() string {
-	out, _ := os.ReadFile(filepath.Join(b.dir, "pgbouncer.log"))
-	return tail(out, 2000)
-}
+func (b *pgBouncer) logTail() string { return testbed.Tail(filepath.Join(b.dir, "pgbouncer.log"), 30) }
 
 // stop shuts pgbouncer down at once (SIGTERM), and removes its directory.
 func (b *pgBouncer) stop() {

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"tasks-api/internal/localpg"
 	"tasks-api/internal/testbed"
 )
 
@@ -182,16 +183,21 @@ func (s *service) running() bool {
 
 func (s *service) pid() int { return s.cmd.Process.Pid }
 
-// socketDir is where the embedded cluster listens (devdb.go: DATA_DIR/run).
-func (s *service) socketDir() string { return filepath.Join(s.dataDir, "run") }
+// socketDir is where the embedded cluster listens.
+func (s *service) socketDir() string { return localpg.SocketDir(s.dataDir) }
 
 // databaseURL connects to the embedded cluster as the service does.
 func (s *service) databaseURL(extra url.Values) string {
-	q := url.Values{"host": {s.socketDir()}, "port": {"5432"}, "user": {"postgres"}, "sslmode": {"disable"}}
+	u, err := url.Parse(localpg.SocketURL(s.socketDir(), "postgres"))
+	if err != nil {
+		panic(err)
+	}
+	q := u.Query()
 	for k, v := range extra {
 		q[k] = v
 	}
-	return "postgres:///postgres?" + q.Encode()
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 func (s *service) logTail(lines int) string { return testbed.Tail(s.logPath, lines) }
