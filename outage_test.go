@@ -28,18 +28,18 @@ func TestDatabaseOutage(t *testing.T) {
 	// Straight to PostgreSQL, a request fails at once while it is down (2s:
 	// slack for a busy machine, far below the request deadline).
 	failFast := 2 * time.Second
-	if testPG.pooler != nil {
+	if pgbouncerPass() {
 		// The pgbouncer pass: the service reaches this cluster through a
 		// pgbouncer of its own, as it would reach Neon through its pooler.
 		// There a request does not fail at once: pgbouncer keeps the client
 		// waiting for a server connection while it retries the server, and
 		// the request's deadline ends the wait.
-		bouncer, err := startPgBouncer(t.Context(), pg.URL())
+		bouncer, err := pgtest.StartPgBouncer(t.Context(), pg.URL())
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(bouncer.stop)
-		env["DATABASE_URL"], env["DATABASE_URL_UNPOOLED"] = bouncer.url(pg.URL()), pg.URL()
+		t.Cleanup(bouncer.Stop)
+		env["DATABASE_URL"], env["DATABASE_URL_UNPOOLED"] = bouncer.URL(pg.URL()), pg.URL()
 		failFast = requestDeadline + time.Second
 	}
 	s := startRun(t, env)

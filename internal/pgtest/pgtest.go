@@ -1,5 +1,7 @@
-// Package pgtest provides the PostgreSQL the tests run against: directories
-// for the tests' own localpg clusters, and a connection for a quick query.
+// Package pgtest provides the PostgreSQL the tests run against: a server for
+// the suite (TEST_DATABASE_URL, else a testcontainers container when a Docker
+// engine answers, else a throwaway localpg cluster), directories for the
+// tests' own clusters, and pgbouncer in front of a server.
 //
 // Nothing here starts by itself: a test asks, and under -short every test
 // that would start PostgreSQL is skipped.
@@ -8,11 +10,14 @@ package pgtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/testcontainers/testcontainers-go"
+	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 
 	"tasks-api/internal/localpg"
 )
@@ -24,6 +29,78 @@ func SkipShort(t testing.TB) {
 	if testing.Short() {
 		t.Skip("needs PostgreSQL, which -short does not start")
 	}
+}
+
+// Server is a PostgreSQL server for a test binary.
+type Server struct {
+	Kind     string // where it came from, for the log
+	AdminURL string // a URL on the server whose role may create databases
+	stop     func()
+}
+
+// Start provides a server, in this order: TEST_DATABASE_URL (its role must be
+// able to create databases); a container from testcontainers-go when a Docker
+// engine answers; else a throwaway cluster from the local server binaries
+// (the launcher of `go run .`). Stop releases it.
+func Start(ctx context.Context) (*Server, error) {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		return &Server{Kind: "TEST_DATABASE_URL", AdminURL: u, stop: func() {}}, nil
+	}
+	if dockerAvailable(ctx) {
+		ctr, err := tcpostgres.Run(ctx, "postgres:17-alpine",
+			tcpostgres.WithDatabase("tasks"), tcpostgres.WithUsername("tasks"), tcpostgres.WithPassword("tasks"),
+			tcpostgres.BasicWaitStrategies())
+		if err != nil {
+			return nil, fmt.Errorf("start a PostgreSQL container: %w", err)
+		}
+		u, err := ctr.ConnectionString(ctx, "sslmode=disable")
+		if err != nil {
+			_ = testcontainers.TerminateContainer(ctr)
+			return nil, err
+		}
+		return &Server{Kind: "testcontainers (postgres:17-alpine)", AdminURL: u,
+			stop: func() { _ = testcontainers.TerminateContainer(ctr) }}, nil
+	}
+	dir, err := os.MkdirTemp("", "tasks-test-pg-")
+	if err != nil {
+		return nil, err
+	}
+	pg, err := localpg.Start(ctx, dir, localpg.Options{Ephemeral: true})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("no TEST_DATABASE_URL, no Docker engine, and the local binaries failed: %w", err)
+	}
+	return &Server{Kind: "local server binaries (" + dir + ")", AdminURL: pg.URL(), stop: func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = pg.Stop(ctx)
+		os.RemoveAll(dir)
+	}}, nil
+}
+
+// Stop stops the container or cluster that Start started.
+func (s *Server) Stop() { s.stop() }
+
+// dockerAvailable asks testcontainers whether a Docker engine answers, quickly.
+func dockerAvailable(ctx context.Context) (ok bool) {
+	if os.Getenv("DOCKER_HOST") == "" {
+		if _, err := os.Stat("/var/run/docker.sock"); err != nil {
+			return false
+		}
+	}
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	provider, err := testcontainers.ProviderDefault.GetProvider()
+	if err != nil {
+		return false
+	}
+	defer provider.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return provider.Health(ctx) == nil
 }
 
 // ClusterDir is a fresh directory for a test's own localpg cluster, removed
