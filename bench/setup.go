@@ -15,6 +15,7 @@ import (
 
 // setup is the service under test on a fresh database seeded through its API.
 type setup struct {
+	bin    string   // the service's binary
 	svc    *service // measured
 	db     *service // runs the embedded cluster: svc itself, unless svc needs a DATABASE_URL
 	client *http.Client
@@ -33,7 +34,7 @@ func startSetup(ctx context.Context, o options, w *workspace, debug bool, progre
 	if err != nil {
 		return nil, err
 	}
-	s := &setup{secret: newSecret(), client: newClient(o.conns)}
+	s := &setup{bin: bin, secret: newSecret(), client: newClient(o.conns)}
 	spec := serviceSpec{name: "service", bin: bin, secret: s.secret, dataDir: filepath.Join(w.dir, "data"), debug: debug}
 	custom := o.pool > 0 || o.execMode != ""
 	if custom {
