@@ -34,7 +34,7 @@ func TestReadinessFailures(t *testing.T) {
 		url := newDatabase(t, true)
 		a := startAPI(t, func(o *apiOptions) { o.dbURL = url })
 		mustStatus(t, a.do(t, "GET", "/readyz", nil), http.StatusOK)
-		if err := adminExec(t.Context(), "DROP DATABASE "+databaseName(url)+" WITH (FORCE)"); err != nil {
+		if err := adminExec(t.Context(), testPG(t).adminURL, "DROP DATABASE "+databaseName(url)+" WITH (FORCE)"); err != nil {
 			t.Fatal(err)
 		}
 		r := mustStatus(t, a.do(t, "GET", "/readyz", nil), http.StatusServiceUnavailable)
