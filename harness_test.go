@@ -219,15 +219,16 @@ type apiOptions struct {
 
 // testAPI is the real handler, over real HTTP, on a real database.
 type testAPI struct {
-	URL    string
-	client *http.Client
-	store  *Store
-	pool   *pgxpool.Pool // the service's pool (through pgbouncer in the pgbouncer pass)
-	dbURL  string        // the database, directly
-	logs   *syncBuffer
-	opts   apiOptions
-	feed   *syncFeed
-	events *eventStreams
+	URL     string
+	client  *http.Client
+	store   *Store
+	pool    *pgxpool.Pool // the service's pool (through pgbouncer in the pgbouncer pass)
+	dbURL   string        // the database, directly
+	logs    *syncBuffer
+	opts    apiOptions
+	feed    *syncFeed
+	events  *eventStreams
+	metrics *metrics
 }
 
 var userSeq atomic.Int64
@@ -286,6 +287,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	}
 	events := newEventStreams(store, feed, ev, log)
 	go events.keepAlive(gateCtx)
+	m := newMetrics(pool, events)
 	h := newHandler(deps{
 		log:      log,
 		store:    store,
@@ -297,6 +299,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 		gate:     newDBGate(gateCtx, pool.Ping, log),
 		feed:     feed,
 		events:   events,
+		metrics:  m,
 	})
 	srv := httptest.NewUnstartedServer(h)
 	if o.server != nil {
@@ -305,7 +308,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return &testAPI{URL: srv.URL, client: &http.Client{Transport: contractTransport(t, srv.Client().Transport)},
-		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed, events: events}
+		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed, events: events, metrics: m}
 }
 
 // newUser returns a user id no other test uses, and a valid token for it.

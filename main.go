@@ -148,6 +148,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		purgeEventRecords(ctx, store, log)
 	})
 	var draining atomic.Bool
+	var m *metrics
+	if cfg.MetricsAddr != "" {
+		m = newMetrics(pool, events)
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, m, log)
+		if err != nil {
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		defer stopMetrics()
+	}
 	if db.local != nil {
 		go watchLocalPostgres(bgCtx, db, log)
 	}
@@ -163,6 +172,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		feed:     feed,
 		events:   events,
 		draining: draining.Load,
+		metrics:  m,
 	})
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, pool, log)

@@ -21,6 +21,7 @@ type deps struct {
 	feed     *syncFeed
 	events   *eventStreams
 	draining func() bool // the server is shutting down: /readyz answers 503; nil: never
+	metrics  *metrics    // nil: none
 }
 
 // newHandler assembles the service: the routes, then the middleware that
@@ -32,7 +33,7 @@ func newHandler(d deps) http.Handler {
 	h = limitRequestSize(h)
 	h = recoverPanics(d.log)(h)
 	h = allowCORS(d.origins)(h)
-	h = logRequests(d.log)(h)
+	h = logRequests(d.log, d.metrics)(h)
 	return h
 }
 

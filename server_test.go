@@ -125,7 +125,7 @@ func TestPanicRecovery(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /boom", func(http.ResponseWriter, *http.Request) { panic("kaboom") })
 	mux.HandleFunc("GET /fine", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, r, 200, []byte(`{}`)) })
-	srv := httptest.NewServer(logRequests(log)(recoverPanics(log)(mux)))
+	srv := httptest.NewServer(logRequests(log, nil)(recoverPanics(log)(mux)))
 	defer srv.Close()
 	a := &testAPI{URL: srv.URL, client: srv.Client()}
 
