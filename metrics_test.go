@@ -6,6 +6,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -147,5 +150,37 @@ func TestMetricsListener(t *testing.T) {
 	b, _ := io.ReadAll(res.Body)
 	if res.StatusCode != 200 || !strings.Contains(string(b), `http_server_request_duration_seconds_count{method="GET",route="GET /healthz",status_code="200"} 1`) {
 		t.Fatalf("%d\n%s", res.StatusCode, b)
+	}
+}
+
+// The dashboard in docs/ charts only metrics the service exports.
+func TestDashboardNamesExportedMetrics(t *testing.T) {
+	a := startAPI(t)
+	a.do(t, "GET", "/healthz", nil) // a histogram has no series before its first observation
+	families, err := a.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		exported[f.GetName()] = true
+		if f.GetType().String() == "HISTOGRAM" {
+			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+				exported[f.GetName()+suffix] = true
+			}
+		}
+	}
+	b, err := os.ReadFile(filepath.Join("docs", "grafana-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(`\b((?:http_server|tasks|process|go)_[a-z_]+)\{`).FindAllStringSubmatch(string(b), -1)
+	if len(names) < 10 {
+		t.Fatalf("only %d metric references in the dashboard", len(names))
+	}
+	for _, m := range names {
+		if !exported[m[1]] {
+			t.Errorf("the dashboard charts %s, which the service does not export", m[1])
+		}
 	}
 }
