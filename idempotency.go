@@ -26,16 +26,23 @@ func idempotencyKeyOf(r *http.Request) (string, error) {
 		return "", nil
 	}
 	bad := newError(CodeBadRequest, "Idempotency-Key must be one value of 1 to 255 printable ASCII characters.")
-	key := values[0]
-	if len(values) > 1 || len(key) == 0 || len(key) > 255 {
+	if len(values) > 1 || !validIdempotencyKey(values[0]) {
 		return "", bad
+	}
+	return values[0], nil
+}
+
+// validIdempotencyKey: 1 to 255 printable ASCII characters.
+func validIdempotencyKey(key string) bool {
+	if len(key) == 0 || len(key) > 255 {
+		return false
 	}
 	for i := 0; i < len(key); i++ {
 		if key[i] < 0x20 || key[i] > 0x7e {
-			return "", bad
+			return false
 		}
 	}
-	return key, nil
+	return true
 }
 
 // idempotent runs next on the pool, or, for a write that carries an

@@ -22,17 +22,23 @@ func taskRoute(r *http.Request) (int64, error) {
 	return id, checkQuery(r)
 }
 
-// taskIDOf reads {id}: a positive 64-bit integer in plain decimal, else 404.
+// taskIDOf reads {id}: a task id, else 404.
 func taskIDOf(r *http.Request) (int64, error) {
 	s := r.PathValue("id")
-	if s == "" || s[0] < '1' || s[0] > '9' || len(s) > 19 {
-		return 0, newError(CodeNotFound, "%s", "No task has the id "+strconv.Quote(s)+".")
-	}
-	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
+	id, ok := parseTaskID(s)
+	if !ok {
 		return 0, newError(CodeNotFound, "%s", "No task has the id "+strconv.Quote(s)+".")
 	}
 	return id, nil
+}
+
+// parseTaskID reads a task id: a positive 64-bit integer in plain decimal.
+func parseTaskID(s string) (int64, bool) {
+	if s == "" || s[0] < '1' || s[0] > '9' || len(s) > 19 {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	return id, err == nil
 }
 
 // parseIfMatch reads If-Match: absent or "*" is no condition (nil); otherwise

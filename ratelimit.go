@@ -85,10 +85,15 @@ func limitRate(l *rateLimiter) func(apiHandler) apiHandler {
 		}
 		return func(w http.ResponseWriter, r *http.Request) error {
 			if ok, wait := l.allow(userIDFrom(r.Context())); !ok {
-				return &Error{Code: CodeRateLimited, RetryAfter: wait,
-					Message: "Too many requests for this user; retry after the number of seconds in Retry-After."}
+				return errRateLimited(wait)
 			}
 			return next(w, r)
 		}
 	}
+}
+
+// errRateLimited is a request over the user's rate, which may be retried after wait.
+func errRateLimited(wait time.Duration) *Error {
+	return &Error{Code: CodeRateLimited, RetryAfter: wait,
+		Message: "Too many requests for this user; retry after the number of seconds in Retry-After."}
 }
