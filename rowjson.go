@@ -124,35 +124,46 @@ func appendRawTime(b, v []byte) []byte {
 // The binary form: ndim, has-null flag, element type, then per dimension its
 // length and lower bound, then each element's length (-1: NULL) and bytes.
 func appendRawTextArray(b, v []byte) ([]byte, error) {
+	b = append(b, '[')
+	n := 0
+	err := eachRawText(v, func(elem []byte) {
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, elem)
+		n++
+	})
+	return append(b, ']'), err
+}
+
+// eachRawText calls fn with each element of a binary one-dimensional text[]
+// (see appendRawTextArray), in order.
+func eachRawText(v []byte, fn func(elem []byte)) error {
 	if len(v) < 12 {
-		return b, errBadRow
+		return errBadRow
 	}
 	ndim := binary.BigEndian.Uint32(v[0:4])
-	b = append(b, '[')
 	if ndim == 0 {
-		return append(b, ']'), nil
+		return nil
 	}
 	if ndim != 1 || len(v) < 20 {
-		return b, errBadRow
+		return errBadRow
 	}
 	n := int(binary.BigEndian.Uint32(v[12:16]))
 	rest := v[20:]
-	for i := range n {
+	for range n {
 		if len(rest) < 4 {
-			return b, errBadRow
+			return errBadRow
 		}
 		size := int32(binary.BigEndian.Uint32(rest[:4]))
 		rest = rest[4:]
 		if size < 0 || int(size) > len(rest) {
-			return b, errBadRow // the schema keeps tags free of NULLs
+			return errBadRow // the schema keeps tags free of NULLs
 		}
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, rest[:size])
+		fn(rest[:size])
 		rest = rest[size:]
 	}
-	return append(b, ']'), nil
+	return nil
 }
 
 // rawCursor is the cursor after the task in raw, for the next page: only
@@ -188,7 +199,18 @@ type TaskPageJSON struct {
 
 // ListTasksJSON is ListTasks, encoding the page into dst as the rows arrive.
 func (q Queries) ListTasksJSON(ctx context.Context, lq listQuery, dst []byte) (TaskPageJSON, error) {
-	page, err := q.listOnceJSON(ctx, lq, dst)
+	return q.ListTasksJSONVisit(ctx, lq, dst, nil)
+}
+
+// taskVisitor sees each task of a page as it is encoded, to render it in
+// another form too (MCP's text): its row of taskColumns as appendRawTask
+// reads it, or, when the rows came in text, the task scanned (raw nil).
+type taskVisitor func(raw [][]byte, t *Task) error
+
+// ListTasksJSONVisit is ListTasksJSON that also shows each task of the page
+// to visit (nil: none).
+func (q Queries) ListTasksJSONVisit(ctx context.Context, lq listQuery, dst []byte, visit taskVisitor) (TaskPageJSON, error) {
+	page, err := q.listOnceJSON(ctx, lq, dst, visit)
 	if err != nil || page.Count > 0 {
 		return page, err
 	}
@@ -198,14 +220,14 @@ func (q Queries) ListTasksJSON(ctx context.Context, lq listQuery, dst []byte) (T
 	if err != nil {
 		return page, err
 	}
-	if page, err = q.listOnceJSON(ctx, lq, dst); err != nil || page.Count > 0 {
+	if page, err = q.listOnceJSON(ctx, lq, dst, visit); err != nil || page.Count > 0 {
 		return page, err
 	}
 	page.Seq = seq
 	return page, nil
 }
 
-func (q Queries) listOnceJSON(ctx context.Context, lq listQuery, dst []byte) (TaskPageJSON, error) {
+func (q Queries) listOnceJSON(ctx context.Context, lq listQuery, dst []byte, visit taskVisitor) (TaskPageJSON, error) {
 	sql, args := listSQL(lq)
 	if lq.filtered() {
 		args = append([]any{pgx.QueryExecModeCacheDescribe}, args...) // see listOnce
@@ -217,7 +239,7 @@ func (q Queries) listOnceJSON(ctx context.Context, lq listQuery, dst []byte) (Ta
 	defer rows.Close()
 	if !rowsAreBinary(rows) {
 		rows.Close()
-		return q.listScanned(ctx, lq, dst)
+		return q.listScanned(ctx, lq, dst, visit)
 	}
 	page := TaskPageJSON{Body: append(dst, '[')}
 	for rows.Next() {
@@ -231,6 +253,11 @@ func (q Queries) listOnceJSON(ctx context.Context, lq listQuery, dst []byte) (Ta
 		}
 		if page.Body, err = appendRawTask(page.Body, raw, lq.User); err != nil {
 			return TaskPageJSON{}, dbFail("list tasks", err)
+		}
+		if visit != nil {
+			if err := visit(raw, nil); err != nil {
+				return TaskPageJSON{}, dbFail("list tasks", err)
+			}
 		}
 		if len(raw) > taskColumnCount && len(raw[taskColumnCount]) == 8 {
 			page.Seq = int64(binary.BigEndian.Uint64(raw[taskColumnCount]))
@@ -248,10 +275,17 @@ func (q Queries) listOnceJSON(ctx context.Context, lq listQuery, dst []byte) (Ta
 }
 
 // listScanned is the listing through Task values, for rows in text format.
-func (q Queries) listScanned(ctx context.Context, lq listQuery, dst []byte) (TaskPageJSON, error) {
+func (q Queries) listScanned(ctx context.Context, lq listQuery, dst []byte, visit taskVisitor) (TaskPageJSON, error) {
 	tasks, err := q.listOnce(ctx, lq)
 	if err != nil {
 		return TaskPageJSON{}, err
+	}
+	for i := range tasks.Tasks {
+		if visit != nil {
+			if err := visit(nil, &tasks.Tasks[i]); err != nil {
+				return TaskPageJSON{}, err
+			}
+		}
 	}
 	page := TaskPageJSON{Body: appendTasks(dst, tasks.Tasks), Count: len(tasks.Tasks), More: tasks.More, Seq: tasks.Seq}
 	if tasks.More {
