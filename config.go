@@ -27,6 +27,8 @@ type Config struct {
 	JWTAudience string
 	JWTLeeway   time.Duration
 
+	PublicURL string // the service's base URL as clients reach it; empty: taken from each request
+
 	CORSOrigins     []string
 	RateLimit       float64 // requests per second per user; 0 turns it off
 	MaxTasksPerUser int     // 0 turns the quota off
@@ -86,6 +88,7 @@ func loadConfig(getenv func(string) string, dotenv map[string]string) (Config, e
 		JWTIssuer:           get("JWT_ISSUER"),
 		JWTAudience:         get("JWT_AUDIENCE"),
 		JWTLeeway:           p.duration("JWT_LEEWAY", 60*time.Second, 0, time.Hour),
+		PublicURL:           p.baseURL("PUBLIC_URL"),
 		CORSOrigins:         p.origins("CORS_ORIGINS", []string{"http://localhost:3000"}),
 		RateLimit:           p.number("RATE_LIMIT", 50, 0, 1e6),
 		MaxTasksPerUser:     p.integer("MAX_TASKS_PER_USER", 10000, 0, math.MaxInt32-1),
@@ -234,6 +237,22 @@ func (p *configParser) url(name, schemePrefix string) string {
 		return ""
 	}
 	return v
+}
+
+// baseURL reads an absolute http(s) URL that other URLs are built on (a path
+// is allowed, for a service behind a path prefix; a query, fragment or
+// credentials are not), without its trailing slash.
+func (p *configParser) baseURL(name string) string {
+	v := p.url(name, "http")
+	if v == "" {
+		return ""
+	}
+	u, _ := url.Parse(v) // p.url parsed it
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		p.fail(name, redactURL(v), "a base URL such as https://tasks.example.com, without a query, fragment or credentials")
+		return ""
+	}
+	return strings.TrimRight(v, "/")
 }
 
 // origins reads a comma-separated list of origins (scheme://host[:port]) or "*".
