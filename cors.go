@@ -5,10 +5,13 @@ import (
 	"slices"
 )
 
+// The Mcp-* headers are those a browser-based MCP client (the MCP Inspector)
+// sends to /mcp; it reads WWW-Authenticate to find the resource metadata.
 const (
-	corsAllowMethods  = "GET, POST, PUT, PATCH, DELETE"
-	corsAllowHeaders  = "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, Last-Event-ID"
-	corsExposeHeaders = "Link, Location, ETag, X-Request-Id, Idempotent-Replayed, Retry-After"
+	corsAllowMethods = "GET, POST, PUT, PATCH, DELETE"
+	corsAllowHeaders = "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, Last-Event-ID, " +
+		"Mcp-Protocol-Version, Mcp-Session-Id, Mcp-Method, Mcp-Name"
+	corsExposeHeaders = "Link, Location, ETag, X-Request-Id, Idempotent-Replayed, Retry-After, Mcp-Session-Id, WWW-Authenticate"
 )
 
 // allowCORS lets the listed origins (or any, with "*") call the API from a

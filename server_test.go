@@ -162,7 +162,8 @@ func TestCORS(t *testing.T) {
 	want := map[string]string{
 		"Access-Control-Allow-Origin":  "https://app.example.com",
 		"Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE",
-		"Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, Last-Event-ID",
+		"Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, Last-Event-ID, " +
+			"Mcp-Protocol-Version, Mcp-Session-Id, Mcp-Method, Mcp-Name",
 	}
 	for k, v := range want {
 		if got := pre.Header.Get(k); got != v {
@@ -179,7 +180,7 @@ func TestCORS(t *testing.T) {
 		a.do(t, "GET", "/api/me/tasks", nil, bearer(tok), header("Origin", "https://app.example.com")), // 200
 	} {
 		if r.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
-			r.Header.Get("Access-Control-Expose-Headers") != "Link, Location, ETag, X-Request-Id, Idempotent-Replayed, Retry-After" ||
+			r.Header.Get("Access-Control-Expose-Headers") != "Link, Location, ETag, X-Request-Id, Idempotent-Replayed, Retry-After, Mcp-Session-Id, WWW-Authenticate" ||
 			!strings.Contains(strings.Join(r.Header.Values("Vary"), ","), "Origin") {
 			t.Errorf("%d response headers %v", r.Status, r.Header)
 		}
