@@ -173,6 +173,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		events:   events,
 		draining: draining.Load,
 		metrics:  m,
+		mcp:      mcpOptions{PublicURL: cfg.PublicURL, AuthServer: cfg.JWTIssuer},
 	})
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, pool, log)

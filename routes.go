@@ -22,6 +22,7 @@ type deps struct {
 	events   *eventStreams
 	draining func() bool // the server is shutting down: /readyz answers 503; nil: never
 	metrics  *metrics    // nil: none
+	mcp      mcpOptions  // /mcp's public URL and authorization server
 }
 
 // newHandler assembles the service: the routes, then the middleware that
@@ -80,6 +81,9 @@ func addRoutes(mux *http.ServeMux, d deps) {
 	// EventSource authenticates with a ticket.
 	handle("POST /api/{user_id}/events/tickets", api(handleEventTicket))
 	handle("GET /api/{user_id}/events", chain(acceptTicket(d.store, bearer), 0, handleEvents(d.events)))
+
+	handle("POST /mcp", handleMCP(d)) // its own chain (mcp.go): the token and the rate as above, per tool call the rest
+	handle("GET /.well-known/oauth-protected-resource", handleResourceMetadata(d.mcp))
 
 	handle("GET /healthz", handleHealthz)
 	handle("GET /readyz", handleReadyz(d.ready, d.draining))
