@@ -31,6 +31,8 @@ import (
 type mcpOptions struct {
 	PublicURL  string // PUBLIC_URL: the base of the URLs the service names; "": taken from the request
 	AuthServer string // JWT_ISSUER: the authorization server the metadata names; "": none named
+
+	sdkOnly bool // tests: every message through the SDK, none through the fast path
 }
 
 // resourceMetadataPath serves the RFC 9728 metadata of /mcp.
@@ -51,15 +53,20 @@ func publicBase(o mcpOptions, r *http.Request) string {
 }
 
 // handleMCP serves POST /mcp. The chain, outermost first: a refusal's
-// challenge names the resource metadata; the token; the user's rate; then the
-// SDK's handler, whose plain-text errors become problem+json.
+// challenge names the resource metadata; the token; the user's rate; then a
+// tools/call the fast path can answer (mcp_fastpath.go), or else the SDK's
+// handler, whose plain-text errors become problem+json.
 func handleMCP(d deps) apiHandler {
 	timeout := d.timeout
 	if timeout == 0 {
 		timeout = requestDeadline
 	}
 	tools := &mcpTools{store: d.store, gate: d.gate, timeout: timeout, log: d.log}
-	server, _ := newMCPServer(tools)
+	server, byName := newMCPServer(tools)
+	fast := &fastToolCalls{m: tools, tools: byName}
+	if d.mcp.sdkOnly {
+		fast = nil
+	}
 	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		Stateless: true,
 		// One JSON answer per request: nothing is streamed (no tool sends
@@ -75,6 +82,9 @@ func handleMCP(d deps) apiHandler {
 		Logger:                     d.log,
 	})
 	serve := func(w http.ResponseWriter, r *http.Request) error {
+		if handled, err := fast.serve(w, r); handled {
+			return err
+		}
 		sw := &sdkErrorWriter{ResponseWriter: w}
 		sdk.ServeHTTP(sw, r)
 		return sw.err()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -833,6 +834,168 @@ func TestMCPCORS(t *testing.T) {
 			t.Errorf("%d: CORS headers %v", res.Status, res.Header)
 		}
 	}
+}
+
+// BenchmarkMCPListTasks compares tools/call list_tasks with GET /tasks over
+// the same 100 tasks, each through the whole handler with no network in
+// between (as BenchmarkHandlerList): "mcp" as clients of protocol 2025-11-25
+// are served (the fast path), "mcp-sdk" with every message through the SDK.
+// cpu-ns/op is the process's CPU time per request, all goroutines and the
+// collector included: what ./bench reports as CPU per request, without the
+// database's. Run it with the service's GOGC:
+//
+//	GOGC=400 go test -run '^$' -bench MCPListTasks -benchmem -count 6
+func BenchmarkMCPListTasks(b *testing.B) {
+	a := newBenchAPI(b)
+	for _, t := range benchTasks(100) {
+		in := newTask{Title: t.Title, Description: t.Description, Priority: t.Priority, Tags: t.Tags, DueDate: t.DueDate}
+		if _, err := a.store.CreateTask(context.Background(), "bench-user", in); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sdkOnly := newHandler(deps{
+		log:      slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		store:    a.store,
+		verifier: newVerifier(verifierOptions{Secret: []byte(testSecret), Leeway: time.Minute}),
+		ready:    func(context.Context) error { return nil },
+		mcp:      mcpOptions{sdkOnly: true},
+	})
+	mcpList := func(h http.Handler) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "/mcp", strings.NewReader(mcpListBody))
+		req.Header.Set("Authorization", a.auth)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	for _, h := range []http.Handler{a.handler, sdkOnly} {
+		var page struct {
+			Result struct {
+				StructuredContent mcpTaskList
+				IsError           bool
+			}
+		}
+		if rec := mcpList(h); rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &page) != nil ||
+			page.Result.IsError || len(page.Result.StructuredContent.Tasks) != 100 {
+			b.Fatalf("the MCP list is not 100 tasks: %d %.300s", rec.Code, rec.Body)
+		}
+	}
+	b.Run("rest", func(b *testing.B) {
+		measureCPU(b, func() {
+			if rec := a.serve("GET", "/api/me/tasks", ""); rec.Code != http.StatusOK {
+				b.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+		})
+	})
+	for _, c := range []struct {
+		name string
+		h    http.Handler
+	}{{"mcp", a.handler}, {"mcp-sdk", sdkOnly}} {
+		b.Run(c.name, func(b *testing.B) {
+			measureCPU(b, func() {
+				if rec := mcpList(c.h); rec.Code != http.StatusOK {
+					b.Fatalf("status %d: %s", rec.Code, rec.Body)
+				}
+			})
+		})
+	}
+}
+
+// mcpListBody is the bench's mcp-list request: tools/call list_tasks with no
+// filters, the first page of 100.
+const mcpListBody = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_tasks","arguments":{}}}`
+
+// measureCPU runs op in the benchmark loop and reports the process's CPU
+// time per op, user and system, every goroutine and the collector included.
+func measureCPU(b *testing.B, op func()) {
+	b.ReportAllocs()
+	start, n := processCPU(), 0
+	for b.Loop() {
+		op()
+		n++
+	}
+	if used := processCPU() - start; used > 0 {
+		b.ReportMetric(float64(used.Nanoseconds())/float64(n), "cpu-ns/op")
+	}
+}
+
+// TestMCPFastPathMatchesSDK sends the same tools/call messages to the
+// service and to one whose every message goes through the SDK, on the same
+// data: the answers must be the same JSON (mcp_fastpath.go). Where they must
+// differ in bytes, they show which path answered: the SDK's encoder escapes
+// "<" as \u003c, the fast path does not.
+func TestMCPFastPathMatchesSDK(t *testing.T) {
+	a := startAPI(t)
+	sdk := &testAPI{URL: startSDKOnlyAPI(t), client: a.client}
+	_, tok := a.newUser(t)
+	task := a.createTask(t, tok, map[string]any{"title": `Fix <b> "quotes" & ünïcode`, "priority": "high",
+		"description": "Line one\nline \"two\"\ttabbed\n" + strings.Repeat("é", 150), "tags": []string{"a<b", "work"},
+		"due_date": "2036-01-02T03:04:05.123456Z"})
+	for range 3 {
+		a.createTask(t, tok, map[string]any{"title": "Filler"})
+	}
+	a.do(t, "PATCH", fmt.Sprintf("/api/me/tasks/%d/complete", task.ID), nil, bearer(tok))
+
+	calls := []string{
+		fmt.Sprintf(`{"name":"get_task","arguments":{"id":%d}}`, task.ID),
+		`{"name":"list_tasks","arguments":{"limit":2}}`,
+		`{"name":"list_tasks","arguments":{"q":"nothing matches this"}}`,
+		`{"name":"list_tasks"}`,
+		`{"name":"task_stats","arguments":{},"_meta":{"progressToken":7}}`,
+		`{"name":"get_task","arguments":{"id":999999999}}`,
+		`{"name":"add_task","arguments":{"title":"","priority":"urgent","colour":"red"}}`,
+		`{"name":"update_task","arguments":{"id":1,"expected_version":"x"}}`,
+		`{"name":"add_task","arguments":"not an object"}`,
+		`{"name":"no_such_tool","arguments":{}}`,
+	}
+	for i, params := range calls {
+		body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":%s}`, i+1, params)
+		opts := []reqOption{bearer(tok), header("Mcp-Protocol-Version", "2025-11-25")}
+		fast := mustStatus(t, a.mcpPost(t, body, opts...), http.StatusOK)
+		slow := mustStatus(t, sdk.mcpPost(t, body, opts...), http.StatusOK)
+		var f, s any
+		fast.decode(t, &f)
+		slow.decode(t, &s)
+		if !equalJSON(t, f, s) {
+			t.Errorf("%s:\nfast path %s\nSDK       %s", params, fast.Body, slow.Body)
+		}
+		if i == 0 && (!strings.Contains(string(fast.Body), "Fix <b>") || !strings.Contains(string(slow.Body), `Fix \u003cb\u003e`)) {
+			t.Errorf("get_task did not go through the fast path and the SDK as meant:\n%s\n%s", fast.Body, slow.Body)
+		}
+	}
+
+	// add_task's replay is the same whichever path made or replays it.
+	add := `{"jsonrpc":"2.0","id":"r","method":"tools/call","params":{"name":"add_task","arguments":{"title":"Once","request_id":"same-%d"}}}`
+	for n, order := range [][2]*testAPI{{a, sdk}, {sdk, a}} {
+		first := mustStatus(t, order[0].mcpPost(t, fmt.Sprintf(add, n), bearer(tok)), http.StatusOK)
+		again := mustStatus(t, order[1].mcpPost(t, fmt.Sprintf(add, n), bearer(tok)), http.StatusOK)
+		var f, g struct{ Result map[string]any }
+		first.decode(t, &f)
+		again.decode(t, &g)
+		meta, _ := g.Result["_meta"].(map[string]any)
+		delete(g.Result, "_meta")
+		if !equalJSON(t, f.Result, g.Result) || meta["replayed"] != true {
+			t.Errorf("replay %d:\n%s\n%s", n, first.Body, again.Body)
+		}
+	}
+}
+
+// startSDKOnlyAPI serves the service on the shared database with every MCP
+// message going through the SDK, and returns its URL.
+func startSDKOnlyAPI(t testing.TB) string {
+	t.Helper()
+	h := newHandler(deps{
+		log:      discardLog(),
+		store:    newStore(testPG(t).shared, storeOptions{MaxTasksPerUser: 10000}),
+		verifier: newVerifier(verifierOptions{Secret: []byte(testSecret), Leeway: time.Minute}),
+		ready:    func(context.Context) error { return nil },
+		mcp:      mcpOptions{sdkOnly: true},
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // TestRawTaskTextMatches: a list's text, written from the binary rows,
