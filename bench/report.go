@@ -74,6 +74,9 @@ func (t table) write(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintf(w, "\nservice peak RSS (VmHWM): %s (target ≤ %s)\n", mb(t.peakRSS), mb(peakRSSTarget))
 	t.writeCPU(w)
+	for _, g := range t.goals() {
+		fmt.Fprintln(w, g)
+	}
 	for _, r := range t.rows {
 		if r.st.firstError != "" {
 			fmt.Fprintf(w, "first error in %s: %s\n", r.scenario, r.st.firstError)
@@ -94,7 +97,10 @@ func (r row) verdict() string {
 		missed = append(missed, "errors")
 	}
 	if len(missed) == 0 {
-		return fmt.Sprintf("ok (≥%.2f)", ratioTargets[r.scenario])
+		if target, ok := ratioTargets[r.scenario]; ok {
+			return fmt.Sprintf("ok (≥%.2f)", target)
+		}
+		return "ok"
 	}
 	return "missed: " + strings.Join(missed, ",")
 }
@@ -152,7 +158,53 @@ func (t table) markdown() string {
 		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", r.scenario,
 			sv.service, sv.postgres, sv.client, sv.other, sv.total(), pb.postgres, pb.client, pb.other, pb.total())
 	}
+	if goals := t.goals(); len(goals) > 0 {
+		b.WriteString("\n## Goals of issue 10\n\n")
+		b.WriteString(strings.Join(goals, "\n") + "\n")
+	}
 	return b.String()
+}
+
+// find is the row of scenario name, if it ran.
+func (t table) find(name string) (row, bool) {
+	for _, r := range t.rows {
+		if r.scenario == name {
+			return r, true
+		}
+	}
+	return row{}, false
+}
+
+// goals are issue 10's goals for the conditional list and the sync, each
+// measured against the full list of the same run: a 100-change sync costs
+// no more than a 100-task list (CPU of the service and PostgreSQL per
+// request), and a 304 answers at least 3 times the lists per second.
+func (t table) goals() []string {
+	list, ok := t.find("list")
+	if !ok {
+		return nil
+	}
+	var out []string
+	if c, ok := t.find("changes"); ok && c.cpu != nil && list.cpu != nil {
+		cc, lc := c.serviceCPU(), list.serviceCPU()
+		cost, listCost := cc.service+cc.postgres, lc.service+lc.postgres
+		out = append(out, fmt.Sprintf("- A sync of 100 changes costs %.3f ms of CPU (service %.3f + PostgreSQL %.3f), a list of 100 tasks %.3f "+
+			"(%.3f + %.3f): %.2f× (goal ≤ 1: %s); %.0f syncs/s against %.0f lists/s.", cost, cc.service, cc.postgres, listCost,
+			lc.service, lc.postgres, cost/listCost, met(cost <= listCost), c.st.rate(), list.st.rate()))
+	}
+	if n, ok := t.find("list-304"); ok {
+		ratio := n.st.rate() / list.st.rate()
+		out = append(out, fmt.Sprintf("- A 304 to If-None-Match answers %.0f req/s, a full list %.0f: %.1f× (goal ≥ 3: %s).",
+			n.st.rate(), list.st.rate(), ratio, met(ratio >= 3)))
+	}
+	return out
+}
+
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "missed"
 }
 
 const cpuCaption = "CPU per request, in ms: during the service's run, the service, PostgreSQL, the load generator and " +

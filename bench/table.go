@@ -75,6 +75,11 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 // metering the CPU of each run when meter is not nil.
 func measureScenario(ctx context.Context, o options, s *setup, l *load, pg *pgbench, sc scenario, meter *cpuMeter, progress io.Writer) (row, error) {
 	r := row{scenario: sc.name}
+	if sc.needs != nil && sc.needs.service != nil {
+		if err := sc.needs.service(ctx, s, o); err != nil {
+			return r, fmt.Errorf("%s: %w", sc.name, err)
+		}
+	}
 	l.run(ctx, sc, o.warmup)
 	profiled := make(chan error, 1)
 	if o.cpuProfile != "" {
@@ -98,12 +103,23 @@ func measureScenario(ctx context.Context, o options, s *setup, l *load, pg *pgbe
 	}
 	// pgbench needs no warm-up: the service's run has just warmed the
 	// database, and its tps leaves out the time spent connecting.
+	var vars map[string]string
+	if sc.needs != nil && sc.needs.ceiling != nil {
+		if vars, err = sc.needs.ceiling(ctx, s, o); err != nil {
+			return r, fmt.Errorf("%s: %w", sc.name, err)
+		}
+	}
 	r.ceilingCPU, err = meter.during(func() (err error) {
-		r.ceiling, err = pg.run(ctx, sc, o.duration)
+		r.ceiling, err = pg.run(ctx, sc, o.duration, vars)
 		return err
 	})
 	if err != nil {
 		return r, err
+	}
+	if sc.needs != nil && sc.needs.after != nil {
+		if err := sc.needs.after(ctx, s, o, r.ceiling.transactions); err != nil {
+			return r, fmt.Errorf("%s: %w", sc.name, err)
+		}
 	}
 	fmt.Fprintf(progress, "%-7s service %6.0f req/s  p50 %s  p99 %s  errors %d | pgbench %6.0f tps | ratio %.2f\n",
 		sc.name, r.st.rate(), ms(r.st.percentile(50)), ms(r.st.percentile(99)), r.st.errors(), r.ceiling.tps, r.ratio())
