@@ -56,6 +56,7 @@ type options struct {
 	soak       time.Duration
 	scale      bool
 	explainOut string
+	baseline   string // with the table: also run the write scenarios against this commit
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -71,6 +72,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.execMode, "exec-mode", "", "the service's default_query_exec_mode: cache_statement, cache_describe, describe_exec, exec or simple_protocol (empty: the service's default)")
 	fs.StringVar(&o.out, "out", "", "also write the results as a markdown page (machine, date, command, table) to this file, e.g. docs/performance.md")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the service during each scenario into this directory")
+	fs.StringVar(&o.baseline, "baseline", "", "with the table: also run the write scenarios against the service at this git commit (e.g. cdb29a8), built from git into the temporary directory")
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the table: mixed load for this long, checking 5xx, RSS and goroutines")
 	fs.BoolVar(&o.scale, "scale", false, "instead of the table: list/get on small data, then on 1,000,000 tasks loaded by COPY; q search; EXPLAIN")
 	fs.StringVar(&o.explainOut, "explain-out", "", "with -scale: write EXPLAIN (ANALYZE, BUFFERS) of every listing shape to this file")
@@ -100,6 +102,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-soak and -scale are separate runs")
 	case o.explainOut != "" && !o.scale:
 		return o, errors.New("-explain-out needs -scale")
+	case o.baseline != "" && (o.soak > 0 || o.scale):
+		return o, errors.New("-baseline goes with the table, not -soak or -scale")
 	}
 	return o, nil
 }
