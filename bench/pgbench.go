@@ -18,7 +18,7 @@ import (
 // The pgbench scripts run exactly the statements of store.go (checked by
 // benchsql_test.go); they are embedded so the bench runs from any directory.
 //
-//go:embed pgbench/*.sql
+//go:embed pgbench/*.sql pgbench/proposed/*.sql
 var pgbenchScripts embed.FS
 
 // pgbench runs the ceiling: the scenario's SQL straight against the
