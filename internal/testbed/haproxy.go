@@ -135,6 +135,7 @@ func StartHAProxy(ctx context.Context, servers []string) (*HAProxy, error) {
 	// -db: in the foreground, its messages on stderr; -W would fork a master.
 	h.cmd = exec.Command(bin, "-db", "-f", conf)
 	h.cmd.Stdout, h.cmd.Stderr = logFile, logFile
+	h.cmd.SysProcAttr = dieWithParent()
 	if err := h.cmd.Start(); err != nil {
 		logFile.Close()
 		os.RemoveAll(dir)
