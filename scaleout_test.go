@@ -49,6 +49,24 @@ func TestScaleOut(t *testing.T) {
 	t.Run("kill -9 under load", func(t *testing.T) { testKilledInstance(t, c) })
 }
 
+// docs/scale-out.md shows the HAProxy configuration this test runs, for
+// two instances at 10.0.0.1 and 10.0.0.2.
+func TestScaleOutDocShowsTheTestedConfig(t *testing.T) {
+	b, err := os.ReadFile("docs/scale-out.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(b), "```haproxy\n")
+	block, _, closed := strings.Cut(block, "```")
+	if !ok || !closed {
+		t.Fatal("docs/scale-out.md has no ```haproxy block")
+	}
+	want := testbed.HAProxyConfig("*:80", "127.0.0.1:8404", []string{"10.0.0.1:8000", "10.0.0.2:8000"})
+	if block != want {
+		t.Fatalf("docs/scale-out.md shows\n%s\nbut the test runs\n%s", block, want)
+	}
+}
+
 var scaleUsers atomic.Int64
 
 // newScaleUser is a user of its own and its token.
