@@ -70,7 +70,7 @@ func writeSections(path string, sections ...[2]string) error {
 // to measure again.
 func provenance(h host, command string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Measured %s on %s, %d cores, %s memory; %s; Go %s, PostgreSQL %s", h.date.UTC().Format("2006-01-02 15:04 MST"),
+	fmt.Fprintf(&b, "Measured %s on %s, %d cores, %s memory; %s; %s, PostgreSQL %s", h.date.UTC().Format("2006-01-02 15:04 MST"),
 		h.cpu, h.cores, h.memory, h.os, h.goVersion, h.postgres)
 	if h.revision != "" {
 		fmt.Fprintf(&b, "; the service at commit %s", h.revision)
