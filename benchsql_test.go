@@ -60,6 +60,19 @@ func (r *sqlRecorder) Exec(_ context.Context, sql string, args ...any) (pgconn.C
 	return pgconn.CommandTag{}, errRecorded
 }
 
+// SendBatch records each statement of the batch, as the store's feed
+// reads send two in one round trip.
+func (r *sqlRecorder) SendBatch(_ context.Context, b *pgx.Batch) pgx.BatchResults {
+	for _, q := range b.QueuedQueries {
+		r.calls = append(r.calls, recordedSQL{q.SQL, q.Arguments})
+	}
+	return recordedBatch{}
+}
+
+type recordedBatch struct{ pgx.BatchResults }
+
+func (recordedBatch) Close() error { return errRecorded }
+
 type recordedRow struct{}
 
 func (recordedRow) Scan(...any) error { return errRecorded }
@@ -67,6 +80,20 @@ func (recordedRow) Scan(...any) error { return errRecorded }
 // statementOf serves req as user sub through the service's handler, with
 // the default configuration, and returns the statement the store sent.
 func statementOf(t *testing.T, sub string, req *http.Request) recordedSQL {
+	t.Helper()
+	calls := statementsOf(t, sub, req)
+	if len(calls) != 1 {
+		t.Fatalf("%s %s sent %d statements, want 1: %v", req.Method, req.URL, len(calls), calls)
+	}
+	return calls[0]
+}
+
+// benchSQLKey signs the sync tokens of the requests these tests send.
+var benchSQLKey = []byte("bench-sql-sync-token-key")
+
+// statementsOf is statementOf for a request whose statements go in one
+// batch (one round trip): all of them, in order.
+func statementsOf(t *testing.T, sub string, req *http.Request) []recordedSQL {
 	t.Helper()
 	cfg, err := loadConfig(func(string) string { return "" }, nil)
 	if err != nil {
@@ -79,6 +106,7 @@ func statementOf(t *testing.T, sub string, req *http.Request) recordedSQL {
 		log:      discardLog(),
 		store:    store,
 		verifier: newVerifier(verifierOptions{Secret: []byte(testSecret), Leeway: time.Minute}),
+		feed:     &syncFeed{key: benchSQLKey, retention: cfg.SyncRetention},
 	})
 	tok, err := mintToken([]byte(testSecret), sub, "", "", time.Hour, time.Now())
 	if err != nil {
@@ -89,10 +117,7 @@ func statementOf(t *testing.T, sub string, req *http.Request) recordedSQL {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	h.ServeHTTP(httptest.NewRecorder(), req)
-	if len(rec.calls) != 1 {
-		t.Fatalf("%s %s sent %d statements, want 1: %v", req.Method, req.URL, len(rec.calls), rec.calls)
-	}
-	return rec.calls[0]
+	return rec.calls
 }
 
 // updateBenchSQL rewrites the bench's statements from the service's: after a
@@ -104,7 +129,8 @@ func statementOf(t *testing.T, sub string, req *http.Request) recordedSQL {
 var updateBenchSQL = flag.Bool("update-bench-sql", false, "rewrite bench/pgbench/*.sql and bench/listing-shapes.sql from the service's SQL")
 
 // rewritePgbenchScript replaces the statement of a script of bench/pgbench/,
-// keeping its comments and \set lines.
+// keeping its comments and \set lines (a script of several statements is
+// rewritten by hand).
 func rewritePgbenchScript(t *testing.T, name, statement string) {
 	t.Helper()
 	path := filepath.Join("bench", "pgbench", name)
@@ -125,10 +151,11 @@ func rewritePgbenchScript(t *testing.T, name, statement string) {
 }
 
 // pgbenchScript is a script of bench/pgbench/: its \set variables and its
-// one SQL statement (comments and blank lines dropped).
+// SQL statements, one, or those of a pipeline (comments and blank lines
+// dropped).
 type pgbenchScript struct {
-	sets      map[string]string // variable → expression
-	statement string
+	sets       map[string]string // variable → expression
+	statements []string
 }
 
 func readPgbenchScript(t *testing.T, name string) pgbenchScript {
@@ -145,15 +172,18 @@ func readPgbenchScript(t *testing.T, name string) pgbenchScript {
 		case strings.HasPrefix(line, `\set `):
 			name, expr, _ := strings.Cut(strings.TrimPrefix(line, `\set `), " ")
 			s.sets[name] = strings.TrimSpace(expr)
+		case line == `\startpipeline` || line == `\endpipeline`:
 		default:
 			sql = append(sql, line)
+			if strings.HasSuffix(line, ";") {
+				s.statements = append(s.statements, strings.TrimSuffix(strings.TrimSpace(strings.Join(sql, "\n")), ";"))
+				sql = nil
+			}
 		}
 	}
-	stmt := strings.TrimSpace(strings.Join(sql, "\n"))
-	if strings.Count(stmt, ";") != 1 || !strings.HasSuffix(stmt, ";") {
-		t.Fatalf("%s: want exactly one statement ending with ';', got:\n%s", name, stmt)
+	if len(s.statements) == 0 || strings.TrimSpace(strings.Join(sql, "")) != "" {
+		t.Fatalf("%s: want statements each ending with ';' at the end of a line, got:\n%s", name, b)
 	}
-	s.statement = strings.TrimSuffix(stmt, ";")
 	return s
 }
 
@@ -252,22 +282,41 @@ func TestPgbenchScriptsRunTheServiceSQL(t *testing.T) {
 			map[int]string{1: ":id", 2: ":uid", 3: ":title", 4: "NULL", 5: "NULL", 6: "NULL", 7: "NULL", 8: ":due_set", 9: "NULL", 10: "NULL"}},
 		{"toggle.sql", httptest.NewRequest("PATCH", "/api/1/tasks/17/complete", nil),
 			map[int]string{1: ":id", 2: ":uid", 3: "NULL", 4: "NULL"}},
+		{"delete.sql", httptest.NewRequest("DELETE", "/api/1/tasks/17", nil),
+			map[int]string{1: ":id", 2: ":uid", 3: "NULL"}},
+		{"list-304.sql", func() *http.Request {
+			r := httptest.NewRequest("GET", "/api/1/tasks", nil)
+			r.Header.Set("If-None-Match", listETag("1", 100))
+			return r
+		}(), map[int]string{1: ":uid"}},
+		// Both statements of the batch bind the same parameters.
+		{"changes.sql", httptest.NewRequest("GET", "/api/1/changes?limit=100&since="+
+			syncTokens{key: benchSQLKey, retention: time.Hour, now: time.Now}.encode("1", syncToken{Seq: 0, Issued: time.Now()}), nil),
+			map[int]string{1: ":uid", 2: ":since", 3: ":limit"}},
 	}
 	var tested []string
 	for _, sc := range scripts {
 		tested = append(tested, sc.file)
 		t.Run(sc.file, func(t *testing.T) {
-			ran := statementOf(t, "1", sc.req)
+			ran := statementsOf(t, "1", sc.req)
 			script := readPgbenchScript(t, sc.file)
-			want := strings.TrimSpace(substituteParams(t, ran.sql, sc.params))
-			if *updateBenchSQL && script.statement != want {
-				rewritePgbenchScript(t, sc.file, want)
-				script = readPgbenchScript(t, sc.file)
+			if len(ran) == 1 && len(script.statements) == 1 {
+				want := strings.TrimSpace(substituteParams(t, ran[0].sql, sc.params))
+				if *updateBenchSQL && script.statements[0] != want {
+					rewritePgbenchScript(t, sc.file, want)
+					script = readPgbenchScript(t, sc.file)
+				}
 			}
-			if script.statement != want {
-				t.Errorf("the script's statement is not the service's.\nscript:\n%s\nwant (the service's, substituted):\n%s", script.statement, want)
+			if len(ran) != len(script.statements) {
+				t.Fatalf("the service sent %d statements, the script has %d: %v", len(ran), len(script.statements), ran)
 			}
-			checkParams(t, script, sc.params, ran.args)
+			for i, stmt := range ran {
+				want := strings.TrimSpace(substituteParams(t, stmt.sql, sc.params))
+				if script.statements[i] != want {
+					t.Errorf("the script's statement %d is not the service's.\nscript:\n%s\nwant (the service's, substituted):\n%s", i+1, script.statements[i], want)
+				}
+				checkParams(t, script, sc.params, stmt.args)
+			}
 		})
 	}
 	files, err := filepath.Glob(filepath.Join("bench", "pgbench", "*.sql"))

@@ -21,6 +21,10 @@ type user struct {
 	first  int64  // the id of its first task
 	stride int64  // the distance between the ids of its consecutive tasks
 	tasks  int
+
+	since    string       // a feed token from before its seeded tasks (changes)
+	listETag string       // its list's current ETag (list-304)
+	doomed   *doomedTasks // its share of the delete pool (delete)
 }
 
 // taskID is the id of the user's k-th task (from 0).
@@ -64,8 +68,10 @@ const (
 // user, one request at a time, so that on a fresh database user u (named
 // "u", a number pgbench can bind) owns the ids (u-1)*100+1 .. u*100. It
 // checks that every id came out that way, because the pgbench scripts and
-// the get, update and toggle scenarios compute ids with this formula.
-func seed(ctx context.Context, c *http.Client, base string, secret []byte) ([]user, error) {
+// the get, update and toggle scenarios compute ids with this formula. With
+// feed, it first asks each user's change feed for a token, after which the
+// seeded tasks are 100 changes (the changes scenario).
+func seed(ctx context.Context, c *http.Client, base string, secret []byte, feed bool) ([]user, error) {
 	users := make([]user, 0, seedUsers)
 	for n := 1; n <= seedUsers; n++ {
 		u, err := newUser(secret, strconv.Itoa(n))
@@ -73,6 +79,11 @@ func seed(ctx context.Context, c *http.Client, base string, secret []byte) ([]us
 			return nil, err
 		}
 		u.first, u.stride, u.tasks = int64(n-1)*seedTasksPerUser+1, 1, seedTasksPerUser
+		if feed {
+			if u.since, err = feedToken(ctx, c, base, &u); err != nil {
+				return nil, fmt.Errorf("seed user %s: %w", u.id, err)
+			}
+		}
 		for k := range seedTasksPerUser {
 			id, err := createSeedTask(ctx, c, base, &u, k)
 			if err != nil {
@@ -130,4 +141,32 @@ func createSeedTask(ctx context.Context, c *http.Client, base string, u *user, k
 		return 0, fmt.Errorf("create: %w", err)
 	}
 	return task.ID, nil
+}
+
+// feedToken is the next token of a full sync of the user's changes: where
+// the feed stands now.
+func feedToken(ctx context.Context, c *http.Client, base string, u *user) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/"+u.id+"/changes?limit=1", nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", u.auth)
+	res, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		return "", err
+	}
+	var page struct {
+		Changes []json.RawMessage `json:"changes"`
+		Next    string            `json:"next"`
+		HasMore bool              `json:"has_more"`
+	}
+	if res.StatusCode != http.StatusOK || json.Unmarshal(body, &page) != nil || page.Next == "" || len(page.Changes) > 0 || page.HasMore {
+		return "", fmt.Errorf("changes of a user without tasks: status %d: %s", res.StatusCode, body)
+	}
+	return page.Next, nil
 }

@@ -15,10 +15,11 @@ import (
 
 // request is what one iteration of a worker sends, and the status it expects.
 type request struct {
-	method string
-	path   string
-	body   []byte
-	want   int
+	method      string
+	path        string
+	body        []byte
+	ifNoneMatch string // "": none
+	want        int
 }
 
 // load sends a scenario's requests from concurrent workers, each one
@@ -74,6 +75,9 @@ func (l *load) send(ctx context.Context, u *user, r request) (int, error) {
 		return 0, err
 	}
 	req.Header.Set("Authorization", u.auth)
+	if r.ifNoneMatch != "" {
+		req.Header.Set("If-None-Match", r.ifNoneMatch)
+	}
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,10 +57,47 @@ type options struct {
 	soak       time.Duration
 	scale      bool
 	explainOut string
+	baseline   string // with the table: also run the write scenarios against this commit
+	streams    countFlag
+	fanout     countFlag
+	idle       time.Duration // -streams: how long each idle measurement lasts
+	rateLimit  bool
 }
 
+// countFlag is a mode that takes a count: -streams alone runs it with its
+// default count, -streams=N with N.
+type countFlag struct {
+	n, def int
+}
+
+func (c *countFlag) String() string {
+	if c == nil || c.n == 0 {
+		return ""
+	}
+	return strconv.Itoa(c.n)
+}
+
+func (c *countFlag) Set(s string) error {
+	switch s {
+	case "true":
+		c.n = c.def
+		return nil
+	case "false":
+		c.n = 0
+		return nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return fmt.Errorf("want a count of at least 1, e.g. =%d", c.def)
+	}
+	c.n = n
+	return nil
+}
+
+func (c *countFlag) IsBoolFlag() bool { return true }
+
 func parseOptions(args []string, stderr io.Writer) (options, error) {
-	o := options{command: commandLine(args)}
+	o := options{command: commandLine(args), streams: countFlag{def: 10000}, fanout: countFlag{def: 1000}}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	scenarios := fs.String("scenarios", strings.Join(scenarioNames(), ","), "comma-separated scenarios to run")
@@ -71,6 +109,11 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.execMode, "exec-mode", "", "the service's default_query_exec_mode: cache_statement, cache_describe, describe_exec, exec or simple_protocol (empty: the service's default)")
 	fs.StringVar(&o.out, "out", "", "also write the results as a markdown page (machine, date, command, table) to this file, e.g. docs/performance.md")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the service during each scenario into this directory")
+	fs.StringVar(&o.baseline, "baseline", "", "with the table: also run the write scenarios against the service at this git commit (e.g. cdb29a8), built from git into the temporary directory")
+	fs.Var(&o.streams, "streams", "instead of the table: open N idle event streams of N users on one instance (-streams alone: 10000, -streams=N): RSS per stream, CPU at rest, idle queries per minute with LISTEN and polling")
+	fs.DurationVar(&o.idle, "idle", time.Minute, "with -streams: how long each idle measurement lasts")
+	fs.Var(&o.fanout, "fanout", "instead of the table: N streams of N users on one of two instances (-fanout alone: 1000, -fanout=N); each user writes once through the same instance, once through the other: time from the write's 2xx to its event")
+	fs.BoolVar(&o.rateLimit, "ratelimit", false, "instead of the table: what a per-user rate limit kept in PostgreSQL would cost per request (pgbench: a token-bucket upsert, with and without the get)")
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the table: mixed load for this long, checking 5xx, RSS and goroutines")
 	fs.BoolVar(&o.scale, "scale", false, "instead of the table: list/get on small data, then on 1,000,000 tasks loaded by COPY; q search; EXPLAIN")
 	fs.StringVar(&o.explainOut, "explain-out", "", "with -scale: write EXPLAIN (ANALYZE, BUFFERS) of every listing shape to this file")
@@ -96,10 +139,22 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-duration: at least 1s (pgbench counts whole seconds)")
 	case o.conns < 1:
 		return o, errors.New("-conns: at least 1")
-	case o.soak > 0 && o.scale:
-		return o, errors.New("-soak and -scale are separate runs")
 	case o.explainOut != "" && !o.scale:
 		return o, errors.New("-explain-out needs -scale")
+	case o.idle < 10*time.Second:
+		return o, errors.New("-idle: at least 10s")
+	}
+	modes := 0
+	for _, on := range []bool{o.soak > 0, o.scale, o.streams.n > 0, o.fanout.n > 0, o.rateLimit} {
+		if on {
+			modes++
+		}
+	}
+	switch {
+	case modes > 1:
+		return o, errors.New("-soak, -scale, -streams, -fanout and -ratelimit are separate runs")
+	case o.baseline != "" && modes > 0:
+		return o, errors.New("-baseline goes with the table")
 	}
 	return o, nil
 }
@@ -141,6 +196,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSoak(ctx, o, w, stdout, stderr)
 	case o.scale:
 		return runScale(ctx, o, w, stdout, stderr)
+	case o.streams.n > 0:
+		return runStreams(ctx, o, w, stdout, stderr)
+	case o.fanout.n > 0:
+		return runFanout(ctx, o, w, stdout, stderr)
+	case o.rateLimit:
+		return runRateLimit(ctx, o, w, stdout, stderr)
 	}
 	return runTable(ctx, o, w, stdout, stderr)
 }

@@ -18,7 +18,7 @@ import (
 // The pgbench scripts run exactly the statements of store.go (checked by
 // benchsql_test.go); they are embedded so the bench runs from any directory.
 //
-//go:embed pgbench/*.sql
+//go:embed pgbench/*.sql pgbench/proposed/*.sql
 var pgbenchScripts embed.FS
 
 // pgbench runs the ceiling: the scenario's SQL straight against the
@@ -45,6 +45,9 @@ func newPgbench(w *workspace, socketDir string, conns int) (*pgbench, error) {
 		return nil, err
 	}
 	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
 		b, err := pgbenchScripts.ReadFile("pgbench/" + e.Name())
 		if err != nil {
 			return nil, err
@@ -69,13 +72,14 @@ type pgbenchResult struct {
 }
 
 // run runs the scenario's mix of scripts for d (whole seconds); each
-// transaction is one statement, as each request of the service is.
-func (p *pgbench) run(ctx context.Context, s scenario, d time.Duration) (pgbenchResult, error) {
+// transaction is what one request of the service sends: one statement, or
+// the pipeline of one batch. vars are set for every client (pgbench -D).
+func (p *pgbench) run(ctx context.Context, s scenario, d time.Duration, vars map[string]string) (pgbenchResult, error) {
 	var files []string
 	for _, o := range s.ops {
 		files = append(files, filepath.Join(p.scripts, o.script)+"@"+strconv.Itoa(o.weight))
 	}
-	return p.bench(ctx, s.name, files, d)
+	return p.bench(ctx, s.name, files, d, vars)
 }
 
 // runVariant runs one script with some of its \set lines replaced (the
@@ -97,10 +101,10 @@ func (p *pgbench) runVariant(ctx context.Context, script string, sets map[string
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
 		return pgbenchResult{}, err
 	}
-	return p.bench(ctx, script+" (variant)", []string{path}, d)
+	return p.bench(ctx, script+" (variant)", []string{path}, d, nil)
 }
 
-func (p *pgbench) bench(ctx context.Context, name string, files []string, d time.Duration) (pgbenchResult, error) {
+func (p *pgbench) bench(ctx context.Context, name string, files []string, d time.Duration, vars map[string]string) (pgbenchResult, error) {
 	args := []string{
 		"-n", // the pgbench_* tables do not exist: no vacuum of them
 		"-h", p.socketDir, "-p", "5432", "-U", "postgres",
@@ -110,6 +114,9 @@ func (p *pgbench) bench(ctx context.Context, name string, files []string, d time
 	}
 	for _, f := range files {
 		args = append(args, "-f", f)
+	}
+	for k, v := range vars {
+		args = append(args, "-D", k+"="+v)
 	}
 	args = append(args, "postgres")
 	cmd := exec.CommandContext(ctx, p.path, args...)

@@ -34,8 +34,15 @@ type row struct {
 	scenario   string
 	st         stats
 	ceiling    pgbenchResult
-	cpu        *cpuUse // during the service's run; nil when not measured
-	ceilingCPU *cpuUse // during pgbench's run
+	cpu        *cpuUse   // during the service's run; nil when not measured
+	ceilingCPU *cpuUse   // during pgbench's run
+	base       *baseline // the same scenario against -baseline; nil when not run
+}
+
+// baseline is a scenario's run against the -baseline service.
+type baseline struct {
+	st  stats
+	cpu *cpuUse
 }
 
 func (r row) ratio() float64 { return r.st.rate() / r.ceiling.tps }
@@ -58,7 +65,8 @@ type table struct {
 	host     host
 	settings string
 	rows     []row
-	peakRSS  int64 // kB
+	peakRSS  int64  // kB
+	baseline string // -baseline: the commit; "" when not run
 }
 
 func (t table) write(w io.Writer) {
@@ -74,6 +82,12 @@ func (t table) write(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintf(w, "\nservice peak RSS (VmHWM): %s (target ≤ %s)\n", mb(t.peakRSS), mb(peakRSSTarget))
 	t.writeCPU(w)
+	for _, g := range t.goals() {
+		fmt.Fprintln(w, g)
+	}
+	if t.baseline != "" {
+		fmt.Fprintf(w, "\n%s", t.writesMarkdown())
+	}
 	for _, r := range t.rows {
 		if r.st.firstError != "" {
 			fmt.Fprintf(w, "first error in %s: %s\n", r.scenario, r.st.firstError)
@@ -94,21 +108,24 @@ func (r row) verdict() string {
 		missed = append(missed, "errors")
 	}
 	if len(missed) == 0 {
-		return fmt.Sprintf("ok (≥%.2f)", ratioTargets[r.scenario])
+		if target, ok := ratioTargets[r.scenario]; ok {
+			return fmt.Sprintf("ok (≥%.2f)", target)
+		}
+		return "ok"
 	}
 	return "missed: " + strings.Join(missed, ",")
 }
 
-// page is the table as a markdown page of its own (docs/performance.md):
-// where and when it was measured, how to measure again, the results.
-func (t table) page(command string) string {
+// section is the table as a section of docs/performance.md that stands on
+// its own: where and when it was measured, how to measure again, the
+// results.
+func (t table) section(command string) string {
 	var b strings.Builder
 	h := t.host
-	b.WriteString("# Performance\n\n")
+	b.WriteString("## The service against its ceiling\n\n")
 	b.WriteString("The service under load, and its ceiling: PostgreSQL running the very same SQL through pgbench, with no HTTP " +
-		"in front. This page is written by the load benchmark ([bench/README.md](../bench/README.md) explains the " +
-		"method); to update it, run the command below again rather than editing it.\n\n")
-	b.WriteString("## Machine\n\n")
+		"in front.\n\n")
+	b.WriteString("### Machine\n\n")
 	b.WriteString("| | |\n|---|---|\n")
 	fmt.Fprintf(&b, "| CPU | %s |\n", h.cpu)
 	fmt.Fprintf(&b, "| Cores | %d |\n", h.cores)
@@ -123,10 +140,10 @@ func (t table) page(command string) string {
 	fmt.Fprintf(&b, "| Load average before the run | %s |\n\n", h.loadAverage)
 	b.WriteString("Load generator, service and PostgreSQL share the machine, as pgbench and PostgreSQL do for the ceiling; " +
 		"other work on it moves every number.\n\n")
-	b.WriteString("## Reproduce\n\n")
+	b.WriteString("### Reproduce\n\n")
 	fmt.Fprintf(&b, "```sh\n%s\n```\n\n", command)
 	fmt.Fprintf(&b, "%s\n\n", t.settings)
-	b.WriteString("## Results\n\n")
+	b.WriteString("### Results\n\n")
 	b.WriteString(t.markdown())
 	return b.String()
 }
@@ -144,7 +161,7 @@ func (t table) markdown() string {
 	if !t.cpuMeasured() {
 		return b.String()
 	}
-	fmt.Fprintf(&b, "\n## CPU per request\n\n%s\n\n", cpuCaption)
+	fmt.Fprintf(&b, "\n### CPU per request\n\n%s\n\n", cpuCaption)
 	b.WriteString("| scenario | service | PostgreSQL | load generator | other | total | pgbench run: PostgreSQL | pgbench | other | total |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range t.rows {
@@ -152,6 +169,100 @@ func (t table) markdown() string {
 		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", r.scenario,
 			sv.service, sv.postgres, sv.client, sv.other, sv.total(), pb.postgres, pb.client, pb.other, pb.total())
 	}
+	if goals := t.goals(); len(goals) > 0 {
+		b.WriteString("\n### Goals of issue 10\n\n")
+		b.WriteString(strings.Join(goals, "\n") + "\n")
+	}
+	return b.String()
+}
+
+// find is the row of scenario name, if it ran.
+func (t table) find(name string) (row, bool) {
+	for _, r := range t.rows {
+		if r.scenario == name {
+			return r, true
+		}
+	}
+	return row{}, false
+}
+
+// goals are issue 10's goals for the conditional list and the sync, each
+// measured against the full list of the same run: a 100-change sync costs
+// no more than a 100-task list (CPU of the service and PostgreSQL per
+// request), and a 304 answers at least 3 times the lists per second.
+func (t table) goals() []string {
+	list, ok := t.find("list")
+	if !ok {
+		return nil
+	}
+	var out []string
+	if c, ok := t.find("changes"); ok && c.cpu != nil && list.cpu != nil {
+		cc, lc := c.serviceCPU(), list.serviceCPU()
+		cost, listCost := cc.service+cc.postgres, lc.service+lc.postgres
+		out = append(out, fmt.Sprintf("- A sync of 100 changes costs %.3f ms of CPU (service %.3f + PostgreSQL %.3f), a list of 100 tasks %.3f "+
+			"(%.3f + %.3f): %.2f× (goal ≤ 1: %s); %.0f syncs/s against %.0f lists/s.", cost, cc.service, cc.postgres, listCost,
+			lc.service, lc.postgres, cost/listCost, met(cost <= listCost), c.st.rate(), list.st.rate()))
+	}
+	if n, ok := t.find("list-304"); ok {
+		ratio := n.st.rate() / list.st.rate()
+		out = append(out, fmt.Sprintf("- A 304 to If-None-Match answers %.0f req/s, a full list %.0f: %.1f× (goal ≥ 3: %s).",
+			n.st.rate(), list.st.rate(), ratio, met(ratio >= 3)))
+	}
+	return out
+}
+
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "missed"
+}
+
+// writesMarkdown compares the write scenarios with the -baseline service,
+// run in turn with this one.
+func (t table) writesMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| scenario | req/s | p50 | p99 | errors | baseline req/s | p50 | p99 | errors | ratio |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range t.rows {
+		if r.base == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %d | %.0f | %s | %s | %d | %.2f |\n", r.scenario, r.st.rate(), ms(r.st.percentile(50)),
+			ms(r.st.percentile(99)), r.st.errors(), r.base.st.rate(), ms(r.base.st.percentile(50)), ms(r.base.st.percentile(99)),
+			r.base.st.errors(), r.st.rate()/r.base.st.rate())
+	}
+	if !t.cpuMeasured() {
+		return b.String()
+	}
+	b.WriteString("\nCPU per write, in ms, of the service and of PostgreSQL, during each service's run; the difference is what " +
+		"a write costs now more than at the baseline (the change feed's position and notification, and anything else that " +
+		"changed since).\n\n")
+	b.WriteString("| scenario | service | PostgreSQL | total | baseline: service | PostgreSQL | total | difference |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range t.rows {
+		if r.base == nil || r.base.cpu == nil {
+			continue
+		}
+		now := r.serviceCPU()
+		c := *r.base.cpu
+		then := newCPUSplit(c.service, c.postgres, c.bench, c.machine, r.base.st.requests())
+		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %+.3f |\n", r.scenario, now.service, now.postgres,
+			now.service+now.postgres, then.service, then.postgres, then.service+then.postgres,
+			now.service+now.postgres-then.service-then.postgres)
+	}
+	return b.String()
+}
+
+// writesSection is writesMarkdown as a section of docs/performance.md.
+func (t table) writesSection(command string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Writes against the service at %s\n\n", t.baseline)
+	b.WriteString(provenance(t.host, command))
+	fmt.Fprintf(&b, "Each write scenario of the table ran against this service and then against the service at commit %s, "+
+		"built from git and started beside it on an embedded PostgreSQL of its own, seeded the same way; the same load, in "+
+		"the same run. At the baseline a delete removed the task; now it moves it to the trash.\n\n", t.baseline)
+	b.WriteString(t.writesMarkdown())
 	return b.String()
 }
 

@@ -20,14 +20,15 @@ func TestPage(t *testing.T) {
 			ceiling: pgbenchResult{tps: 10, transactions: 10, cpu: 10 * ms}, cpu: cpu, ceilingCPU: cpu}},
 		peakRSS: 37 << 10,
 	}
-	page := tab.page("go run ./bench -out docs/performance.md")
+	page := withSection(withSection("", "table", tab.section("go run ./bench -out docs/performance.md")), "other", "other mode")
 	last := -1
 	for _, want := range []string{
-		"# Performance\n", "| CPU | AMD EPYC 7B13 |", "| Cores | 2 |", "| Memory | 23.6 GiB |", "| OS | Debian GNU/Linux 12",
+		"# Performance\n", "<!-- bench:table -->\n## The service against its ceiling", "| CPU | AMD EPYC 7B13 |", "| Cores | 2 |", "| Memory | 23.6 GiB |", "| OS | Debian GNU/Linux 12",
 		"| Go | go1.26.8 |", "| PostgreSQL | 15.18 (Debian", "| Service | commit 0123456789ab |", "| Date | 2026-12-01 14:40 UTC |",
 		"```sh\ngo run ./bench -out docs/performance.md\n```", "Load: 32 connections.",
 		"| scenario | service req/s |", "| get | 3 | 2.00 ms |", "Service peak RSS (VmHWM): 37.0 MB",
-		"## CPU per request", "| get | 100.000 | 50.000 | 40.000 |",
+		"### CPU per request", "| get | 100.000 | 50.000 | 40.000 |", "<!-- /bench:table -->",
+		"<!-- bench:other -->\nother mode\n<!-- /bench:other -->", endOfGenerated,
 	} {
 		i := strings.Index(page, want)
 		if i < 0 {
@@ -37,6 +38,20 @@ func TestPage(t *testing.T) {
 			t.Fatalf("%q is out of order:\n%s", want, page)
 		}
 		last = i
+	}
+}
+
+// A run replaces its own section and keeps the rest of the page, the
+// analysis kept by hand above all.
+func TestSectionsKeepTheRest(t *testing.T) {
+	page := withSection("", "table", "old table")
+	page = withSection(page, "streams", "streams")
+	page += "\n## Analysis\n\nkept by hand\n"
+	page = withSection(page, "table", "new table")
+	want := pageIntro + "<!-- bench:table -->\nnew table\n<!-- /bench:table -->\n\n<!-- bench:streams -->\nstreams\n<!-- /bench:streams -->\n\n" +
+		endOfGenerated + "\n\n## Analysis\n\nkept by hand\n"
+	if page != want {
+		t.Fatalf("got\n%s\nwant\n%s", page, want)
 	}
 }
 

@@ -112,7 +112,7 @@ func measureListGet(ctx context.Context, o options, l *load, pg *pgbench, sets m
 		var ceiling pgbenchResult
 		var err error
 		if sets == nil {
-			ceiling, err = pg.run(ctx, sc, o.duration)
+			ceiling, err = pg.run(ctx, sc, o.duration, nil)
 		} else {
 			ceiling, err = pg.runVariant(ctx, name+".sql", sets[name], o.duration)
 		}
@@ -178,7 +178,7 @@ func measureSearch(ctx context.Context, o options, s *setup, words []string, dbU
 		}
 		path := "/api/" + heavyUser + "/tasks?" + url.Values{"q": {w}}.Encode()
 		sc := newScenario("q", weightedOp{op{build: func(*rand.Rand, *user) request {
-			return request{http.MethodGet, path, nil, http.StatusOK}
+			return request{method: http.MethodGet, path: path, want: http.StatusOK}
 		}}, 1})
 		l.run(ctx, sc, o.warmup/2)
 		r.st = l.run(ctx, sc, d)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -15,21 +16,35 @@ type op struct {
 
 var (
 	opList = op{"list.sql", func(_ *rand.Rand, u *user) request {
-		return request{http.MethodGet, "/api/" + u.id + "/tasks", nil, http.StatusOK}
+		return request{method: http.MethodGet, path: "/api/" + u.id + "/tasks", want: http.StatusOK}
 	}}
 	opGet = op{"get.sql", func(rng *rand.Rand, u *user) request {
-		return request{http.MethodGet, taskPath(rng, u), nil, http.StatusOK}
+		return request{method: http.MethodGet, path: taskPath(rng, u), want: http.StatusOK}
 	}}
 	opCreate = op{"create.sql", func(rng *rand.Rand, u *user) request {
 		body := strconv.AppendUint([]byte(`{"title":"New task `), rng.Uint64N(1e9), 10)
-		return request{http.MethodPost, "/api/" + u.id + "/tasks", append(body, `"}`...), http.StatusCreated}
+		return request{method: http.MethodPost, path: "/api/" + u.id + "/tasks", body: append(body, `"}`...), want: http.StatusCreated}
 	}}
 	opUpdate = op{"update.sql", func(rng *rand.Rand, u *user) request {
 		body := strconv.AppendUint([]byte(`{"title":"Renamed `), rng.Uint64N(1e9), 10)
-		return request{http.MethodPut, taskPath(rng, u), append(body, `"}`...), http.StatusOK}
+		return request{method: http.MethodPut, path: taskPath(rng, u), body: append(body, `"}`...), want: http.StatusOK}
 	}}
 	opToggle = op{"toggle.sql", func(rng *rand.Rand, u *user) request {
-		return request{http.MethodPatch, taskPath(rng, u) + "/complete", nil, http.StatusOK}
+		return request{method: http.MethodPatch, path: taskPath(rng, u) + "/complete", want: http.StatusOK}
+	}}
+	// An incremental sync of 100 changes: from the token the user's feed
+	// gave before its 100 seeded tasks were created (user.since).
+	opChanges = op{"changes.sql", func(_ *rand.Rand, u *user) request {
+		return request{method: http.MethodGet, path: "/api/" + u.id + "/changes?since=" + u.since + "&limit=100", want: http.StatusOK}
+	}}
+	// The list a client has already: If-None-Match with its current ETag.
+	opList304 = op{"list-304.sql", func(_ *rand.Rand, u *user) request {
+		return request{method: http.MethodGet, path: "/api/" + u.id + "/tasks", ifNoneMatch: u.listETag, want: http.StatusNotModified}
+	}}
+	// A delete (to the trash) of the user's next task of the pool made for
+	// the delete scenario (see deletePool): each request finds a live task.
+	opDelete = op{"delete.sql", func(_ *rand.Rand, u *user) request {
+		return request{method: http.MethodDelete, path: "/api/" + u.id + "/tasks/" + strconv.FormatInt(u.doomed.take(), 10), want: http.StatusNoContent}
 	}}
 )
 
@@ -47,7 +62,21 @@ type weightedOp struct {
 type scenario struct {
 	name  string
 	ops   []weightedOp
-	total int // sum of the weights
+	total int  // sum of the weights
+	write bool // measured against -baseline too
+	// needs, when not nil, prepares what the scenario's requests and
+	// pgbench's transactions consume (delete's pool of tasks).
+	needs *scenarioNeeds
+}
+
+// scenarioNeeds prepares the data a scenario uses up.
+type scenarioNeeds struct {
+	// before the service's run (warm-up included) on target
+	service func(ctx context.Context, t *setup, o options) error
+	// before pgbench's run: the variables its scripts need (pgbench -D)
+	ceiling func(ctx context.Context, t *setup, o options) (map[string]string, error)
+	// after pgbench's run of transactions transactions
+	after func(ctx context.Context, t *setup, o options, transactions int) error
 }
 
 func newScenario(name string, ops ...weightedOp) scenario {
@@ -61,12 +90,20 @@ func newScenario(name string, ops ...weightedOp) scenario {
 var scenarios = []scenario{
 	newScenario("list", weightedOp{opList, 1}),
 	newScenario("get", weightedOp{opGet, 1}),
-	newScenario("create", weightedOp{opCreate, 1}),
-	newScenario("update", weightedOp{opUpdate, 1}),
-	newScenario("toggle", weightedOp{opToggle, 1}),
+	newScenario("changes", weightedOp{opChanges, 1}),
+	newScenario("list-304", weightedOp{opList304, 1}).with(&scenarioNeeds{service: fetchListETags}),
+	newScenario("create", weightedOp{opCreate, 1}).writes(),
+	newScenario("update", weightedOp{opUpdate, 1}).writes(),
+	newScenario("toggle", weightedOp{opToggle, 1}).writes(),
+	newScenario("delete", weightedOp{opDelete, 1}).writes().with(&scenarioNeeds{
+		service: makeDeletePool, ceiling: restoreDeletePool, after: checkDeletePool}),
 	newScenario("mixed", weightedOp{opList, 70}, weightedOp{opGet, 10}, weightedOp{opCreate, 10},
 		weightedOp{opUpdate, 5}, weightedOp{opToggle, 5}),
 }
+
+func (s scenario) writes() scenario { s.write = true; return s }
+
+func (s scenario) with(n *scenarioNeeds) scenario { s.needs = n; return s }
 
 func scenarioNames() []string {
 	names := make([]string, len(scenarios))

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -40,7 +41,11 @@ type service struct {
 var serviceEnvNames = []string{
 	"DATABASE_URL", "DATABASE_URL_UNPOOLED", "PORT", "BETTER_AUTH_SECRET", "JWKS_URL", "JWT_ISSUER",
 	"JWT_AUDIENCE", "JWT_LEEWAY", "CORS_ORIGINS", "RATE_LIMIT", "MAX_TASKS_PER_USER", "LOG_LEVEL",
-	"LOG_FORMAT", "MIGRATE_ON_START", "DATA_DIR", "DEBUG_ADDR",
+	"LOG_FORMAT", "MIGRATE_ON_START", "DATA_DIR", "DEBUG_ADDR", "TRASH_RETENTION", "SYNC_RETENTION",
+	"CHANGES_POLL_INTERVAL", "SSE_MAX_AGE", "SSE_MAX_STREAMS_PER_USER", "SSE_HEARTBEAT", "SHUTDOWN_DRAIN",
+	"DB_STATEMENT_TIMEOUT", "DB_LOCK_TIMEOUT",
+	// The runtime's own: the service chooses its GC settings when they are unset.
+	"GOGC", "GOMEMLIMIT",
 }
 
 // newSecret is a BETTER_AUTH_SECRET of 48 characters, which the bench also
@@ -59,6 +64,7 @@ type serviceSpec struct {
 	dataDir     string
 	databaseURL string // empty: the embedded cluster under dataDir
 	debug       bool   // listen for pprof and expvar on a free port
+	env         map[string]string
 }
 
 // startService starts an instance in a fresh working directory (so no .env
@@ -85,6 +91,9 @@ func startService(ctx context.Context, w *workspace, spec serviceSpec) (*service
 		// service's migration connection would send pool_max_conns to the
 		// server as a setting, which the server refuses.
 		env["MIGRATE_ON_START"] = "false"
+	}
+	for k, v := range spec.env {
+		env[k] = v
 	}
 	s := &service{
 		name:    spec.name,
@@ -234,6 +243,32 @@ type debugVars struct {
 			MaxConns      int `json:"max_conns"`
 		} `json:"db_pool"`
 	} `json:"tasks_api"`
+	Memstats struct {
+		HeapInuse  int64 `json:"HeapInuse"`
+		StackInuse int64 `json:"StackInuse"`
+	} `json:"memstats"`
+}
+
+// collectGarbage has the service run a garbage collection (through pprof's
+// heap profile, which takes one first when asked).
+func (s *service) collectGarbage(ctx context.Context) error {
+	if s.debug == "" {
+		return errors.New("the service runs without DEBUG_ADDR")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.debug+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("heap profile: status %d", res.StatusCode)
+	}
+	return nil
 }
 
 func (s *service) debugVars(ctx context.Context) (debugVars, error) {
@@ -257,4 +292,22 @@ func (s *service) debugVars(ctx context.Context) (debugVars, error) {
 		return v, fmt.Errorf("debug vars: %w", err)
 	}
 	return v, nil
+}
+
+// openFilesLimit reads the soft limit on open files of process pid
+// ("Max open files" of /proc/PID/limits).
+func openFilesLimit(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				return strconv.Atoi(f[0])
+			}
+		}
+	}
+	return 0, fmt.Errorf("no Max open files in /proc/%d/limits", pid)
 }

@@ -21,6 +21,7 @@ type setup struct {
 	client *http.Client
 	secret []byte
 	users  []user
+	pool   deletePool // the delete scenario's tasks
 }
 
 // startSetup builds and starts the service, and seeds it. The service's
@@ -56,7 +57,7 @@ func startSetup(ctx context.Context, o options, w *workspace, debug bool, progre
 	}
 	fmt.Fprintf(progress, "seeding %d users × %d tasks through the API\n", seedUsers, seedTasksPerUser)
 	start := time.Now()
-	if s.users, err = seed(ctx, s.client, s.svc.base, s.secret); err != nil {
+	if s.users, err = seed(ctx, s.client, s.svc.base, s.secret, true); err != nil {
 		s.stop()
 		return nil, err
 	}

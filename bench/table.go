@@ -42,10 +42,33 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 	} else {
 		meter = &m
 	}
+	var base *setup
+	var baseMeter *cpuMeter
+	if o.baseline != "" {
+		var rev string
+		if base, rev, err = startBaseline(ctx, o, w, s.secret, progress); err != nil {
+			return err
+		}
+		defer base.stop()
+		t.baseline = o.baseline + " (" + rev[:12] + ")"
+		if meter != nil {
+			m, err := newCPUMeter(base.svc)
+			if err != nil {
+				return err
+			}
+			baseMeter = &m
+		}
+	}
 	for _, name := range o.scenarios {
-		r, err := measureScenario(ctx, o, s, l, pg, scenarioNamed(name), meter, progress)
+		sc := scenarioNamed(name)
+		r, err := measureScenario(ctx, o, s, l, pg, sc, meter, progress)
 		if err != nil {
 			return err
+		}
+		if base != nil && sc.write {
+			if r.base, err = measureBaseline(ctx, o, base, sc, baseMeter, progress); err != nil {
+				return err
+			}
 		}
 		t.rows = append(t.rows, r)
 	}
@@ -53,10 +76,17 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 		return fmt.Errorf("peak RSS: %w", err)
 	}
 	s.stop()
+	if base != nil {
+		base.stop()
+	}
 
 	t.write(stdout)
 	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(t.page(o.command)), 0o644); err != nil {
+		sections := [][2]string{{"table", t.section(o.command)}}
+		if base != nil {
+			sections = append(sections, [2]string{"writes", t.writesSection(o.command)})
+		}
+		if err := writeSections(o.out, sections...); err != nil {
 			return err
 		}
 		fmt.Fprintf(progress, "wrote %s\n", o.out)
@@ -64,6 +94,9 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 	failed := 0
 	for _, r := range t.rows {
 		failed += r.st.errors()
+		if r.base != nil {
+			failed += r.base.st.errors()
+		}
 	}
 	if failed > 0 {
 		return fmt.Errorf("%w: %d requests failed", errTargetsMissed, failed)
@@ -75,6 +108,11 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 // metering the CPU of each run when meter is not nil.
 func measureScenario(ctx context.Context, o options, s *setup, l *load, pg *pgbench, sc scenario, meter *cpuMeter, progress io.Writer) (row, error) {
 	r := row{scenario: sc.name}
+	if sc.needs != nil && sc.needs.service != nil {
+		if err := sc.needs.service(ctx, s, o); err != nil {
+			return r, fmt.Errorf("%s: %w", sc.name, err)
+		}
+	}
 	l.run(ctx, sc, o.warmup)
 	profiled := make(chan error, 1)
 	if o.cpuProfile != "" {
@@ -98,12 +136,23 @@ func measureScenario(ctx context.Context, o options, s *setup, l *load, pg *pgbe
 	}
 	// pgbench needs no warm-up: the service's run has just warmed the
 	// database, and its tps leaves out the time spent connecting.
+	var vars map[string]string
+	if sc.needs != nil && sc.needs.ceiling != nil {
+		if vars, err = sc.needs.ceiling(ctx, s, o); err != nil {
+			return r, fmt.Errorf("%s: %w", sc.name, err)
+		}
+	}
 	r.ceilingCPU, err = meter.during(func() (err error) {
-		r.ceiling, err = pg.run(ctx, sc, o.duration)
+		r.ceiling, err = pg.run(ctx, sc, o.duration, vars)
 		return err
 	})
 	if err != nil {
 		return r, err
+	}
+	if sc.needs != nil && sc.needs.after != nil {
+		if err := sc.needs.after(ctx, s, o, r.ceiling.transactions); err != nil {
+			return r, fmt.Errorf("%s: %w", sc.name, err)
+		}
 	}
 	fmt.Fprintf(progress, "%-7s service %6.0f req/s  p50 %s  p99 %s  errors %d | pgbench %6.0f tps | ratio %.2f\n",
 		sc.name, r.st.rate(), ms(r.st.percentile(50)), ms(r.st.percentile(99)), r.st.errors(), r.ceiling.tps, r.ratio())
@@ -136,4 +185,31 @@ func (s *service) cpuProfile(ctx context.Context, d time.Duration, path string) 
 		return fmt.Errorf("cpu profile: %w", err)
 	}
 	return f.Close()
+}
+
+// measureBaseline runs a write scenario against the -baseline service, as
+// measureScenario does against the measured one, without a ceiling.
+func measureBaseline(ctx context.Context, o options, b *setup, sc scenario, meter *cpuMeter, progress io.Writer) (*baseline, error) {
+	if sc.needs != nil && sc.needs.service != nil {
+		if err := sc.needs.service(ctx, b, o); err != nil {
+			return nil, fmt.Errorf("%s at the baseline: %w", sc.name, err)
+		}
+	}
+	l := b.load(o.conns)
+	l.run(ctx, sc, o.warmup)
+	r := &baseline{}
+	var err error
+	r.cpu, err = meter.during(func() error {
+		r.st = l.run(ctx, sc, o.duration)
+		return ctx.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !b.svc.running() {
+		return nil, fmt.Errorf("the baseline exited during %s (%v); the end of %s:\n%s", sc.name, b.svc.waitErr, b.svc.logPath, b.svc.logTail(30))
+	}
+	fmt.Fprintf(progress, "%-7s baseline %6.0f req/s  p50 %s  p99 %s  errors %d\n",
+		sc.name, r.st.rate(), ms(r.st.percentile(50)), ms(r.st.percentile(99)), r.st.errors())
+	return r, nil
 }

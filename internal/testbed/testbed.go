@@ -32,11 +32,22 @@ func BuildService(ctx context.Context, dir string) (string, error) {
 	if gomod == "" || gomod == os.DevNull {
 		return "", fmt.Errorf("build the service: not inside its module (go env GOMOD is %q)", gomod)
 	}
+	return BuildServiceFrom(ctx, filepath.Dir(gomod), dir)
+}
+
+// BuildServiceFrom compiles the service whose source is in src (the root of
+// its module, for example a git worktree of another commit) into dir and
+// returns the binary's path.
+func BuildServiceFrom(ctx context.Context, src, dir string) (string, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("build the service: %w", err)
+	}
 	bin := filepath.Join(dir, "tasks-api")
 	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".")
-	cmd.Dir = filepath.Dir(gomod)
+	cmd.Dir = src
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, out)
+		return "", fmt.Errorf("go build in %s: %w\n%s", src, err, out)
 	}
 	return bin, nil
 }
