@@ -247,9 +247,11 @@ func TestPgbenchScriptsRunTheServiceSQL(t *testing.T) {
 		{"get.sql", httptest.NewRequest("GET", "/api/1/tasks/17", nil),
 			map[int]string{1: ":id", 2: ":uid"}},
 		{"create.sql", httptest.NewRequest("POST", "/api/1/tasks", body(`{"title":"New task 123"}`)),
-			map[int]string{1: ":uid", 2: ":title", 3: "''", 4: ":completed", 5: "'none'", 6: "'{}'", 7: "NULL", 8: ":quota"}},
+			map[int]string{1: ":uid", 2: ":title", 3: "''", 4: ":completed", 5: "'none'", 6: "'{}'", 7: "NULL", 8: ":quota",
+				9: "NULL", 10: "NULL", 11: "NULL", 12: "'{}'", 13: "NULL", 14: "NULL", 15: "NULL"}},
 		{"update.sql", httptest.NewRequest("PUT", "/api/1/tasks/17", body(`{"title":"Renamed 123"}`)),
-			map[int]string{1: ":id", 2: ":uid", 3: ":title", 4: "NULL", 5: "NULL", 6: "NULL", 7: "NULL", 8: ":due_set", 9: "NULL", 10: "NULL"}},
+			map[int]string{1: ":id", 2: ":uid", 3: ":title", 4: "NULL", 5: "NULL", 6: "NULL", 7: "NULL", 8: ":due_set", 9: "NULL", 10: "NULL",
+				11: "NULL", 12: "NULL", 13: "NULL", 14: "NULL"}},
 		{"toggle.sql", httptest.NewRequest("PATCH", "/api/1/tasks/17/complete", nil),
 			map[int]string{1: ":id", 2: ":uid", 3: "NULL", 4: "NULL"}},
 	}
