@@ -272,6 +272,7 @@ type apiOptions struct {
 	dbURL     string // empty: the shared database
 	rateLimit float64
 	clock     func() time.Time // the rate limiter's; nil: time.Now
+	now       func() time.Time // the store's (next occurrences); nil: time.Now
 	maxTasks  int
 	verifier  verifierOptions
 	origins   []string
@@ -295,6 +296,8 @@ type testAPI struct {
 	opts   apiOptions
 	feed   *syncFeed
 	events *eventStreams
+
+	reminders *reminderScheduler
 }
 
 var userSeq atomic.Int64
@@ -329,7 +332,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	if lockTimeout == 0 {
 		lockTimeout = 5 * time.Second
 	}
-	store := newStore(pool, storeOptions{MaxTasksPerUser: o.maxTasks, StatementTimeout: 10 * time.Second, LockTimeout: lockTimeout})
+	store := newStore(pool, storeOptions{MaxTasksPerUser: o.maxTasks, StatementTimeout: 10 * time.Second, LockTimeout: lockTimeout, Now: o.now})
 	gateCtx, stopGate := context.WithCancel(context.Background())
 	t.Cleanup(stopGate)
 	listenURL := dbURL // directly, never through pgbouncer
@@ -352,6 +355,8 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	}
 	events := newEventStreams(store, feed, ev, log)
 	go events.keepAlive(gateCtx)
+	reminders := newReminderScheduler(store, time.Now, log) // on real time; tests call fireDue with theirs
+	go reminders.Run(gateCtx)
 	h := newHandler(deps{
 		log:      log,
 		store:    store,
@@ -371,7 +376,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return &testAPI{URL: srv.URL, client: &http.Client{Transport: contractTransport(t, srv.Client().Transport)},
-		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed, events: events}
+		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed, events: events, reminders: reminders}
 }
 
 // newUser returns a user id no other test uses, and a valid token for it.

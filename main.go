@@ -142,10 +142,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	events := newEventStreams(store, feed, eventOptions{MaxAge: cfg.SSEMaxAge, Heartbeat: cfg.SSEHeartbeat,
 		MaxPerUser: cfg.SSEMaxStreams}, log)
 	go events.keepAlive(bgCtx)
+	go newReminderScheduler(store, time.Now, log).Run(bgCtx)
 	go every(bgCtx, 10*time.Minute, func(ctx context.Context) {
 		purgeIdempotencyKeys(ctx, store, log)
 		purgeTrash(ctx, store, cfg.TrashRetention, cfg.SyncRetention, log)
 		purgeEventRecords(ctx, store, log)
+		purgeReminders(ctx, store, log)
 	})
 	var draining atomic.Bool
 	if db.local != nil {
