@@ -25,9 +25,9 @@ import (
 
 // Recurrence is a task's recurrence as stored and sent.
 type Recurrence struct {
-	Rule     string // the RRULE text as given (without an "RRULE:" prefix)
-	TimeZone string // IANA name
-	From     string // "due" or "completion"
+	Rule     string `json:"rule"`      // the RRULE text as given (without an "RRULE:" prefix)
+	TimeZone string `json:"time_zone"` // IANA name
+	From     string `json:"from"`      // "due" or "completion"
 }
 
 const (
@@ -466,4 +466,10 @@ func wallToInstant(wall time.Time, loc *time.Location) time.Time {
 	// offset is the one before the gap.
 	_, before := earliest.In(loc).Zone()
 	return wall.Add(-time.Duration(before) * time.Second)
+}
+
+// onlyFreqAndInterval reports whether the rule has no part but FREQ and
+// INTERVAL: what a recurrence from completion takes.
+func (r rule) onlyFreqAndInterval() bool {
+	return len(r.byDay) == 0 && len(r.byMonthDay) == 0 && len(r.byMonth) == 0 && r.count == 0 && r.until == nil
 }
