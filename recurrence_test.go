@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -626,4 +627,46 @@ func TestCompleteOverQuota(t *testing.T) {
 	// A stale If-Match and a missing task are told apart on this path too.
 	mustStatus(t, a.do(t, "PATCH", taskURL(task.ID)+"/complete", nil, bearer(tok), header("If-Match", `"7"`)), http.StatusPreconditionFailed)
 	mustStatus(t, a.do(t, "PATCH", taskURL(task.ID+1000000)+"/complete", nil, bearer(tok)), http.StatusNotFound)
+}
+
+// Completing a recurring task (lock, create the next occurrence, write)
+// against a plain toggle (one statement), through the whole handler:
+//
+//	go test -run '^$' -bench 'Toggle|CompleteRecurring' -benchmem
+func BenchmarkToggle(b *testing.B) {
+	a := newBenchAPI(b)
+	task, err := a.store.CreateTask(context.Background(), "bench-user", newTask{Title: "toggle", Priority: "none", Tags: []string{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := fmt.Sprintf("/api/me/tasks/%d/complete", task.ID)
+	b.ReportAllocs()
+	for b.Loop() {
+		if rec := a.serve("PATCH", path, ""); rec.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+}
+
+func BenchmarkCompleteRecurring(b *testing.B) {
+	a := newBenchAPI(b)
+	due := time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)
+	task, err := a.store.CreateTask(context.Background(), "bench-user", newTask{Title: "daily", Priority: "none", Tags: []string{},
+		DueDate: &due, Recurrence: &Recurrence{Rule: "FREQ=DAILY", TimeZone: "Europe/Berlin", From: fromDue}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := task.ID
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := a.serve("PATCH", fmt.Sprintf("/api/me/tasks/%d/complete", id), "")
+		link := rec.Header().Get("Link")
+		if rec.Code != http.StatusOK || link == "" {
+			b.Fatalf("status %d, Link %q: %s", rec.Code, link, rec.Body)
+		}
+		next := link[strings.LastIndexByte(link, '/')+1 : strings.IndexByte(link, '>')]
+		if id, err = strconv.ParseInt(next, 10, 64); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Reminders fire once each, on whichever instance gets there first, as
@@ -330,4 +332,119 @@ func TestReminderInRealTime(t *testing.T) {
 	if fired := a.reminders.fired.Load() + b.reminders.fired.Load(); fired != 1 {
 		t.Fatalf("the two instances fired %d", fired)
 	}
+}
+
+// The scheduler's cost with 100,000 armed reminders: a round at rest (none
+// due: what every instance pays each second), and a round that fires 1,000
+// due in the same second, with the plans of both statements:
+//
+//	go test -run '^$' -bench ReminderScheduler -benchtime 20x -v
+func BenchmarkReminderScheduler(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds 100,000 tasks")
+	}
+	db := newDatabase(b, true)
+	pool, err := openPool(context.Background(), db, poolOptions{}, discardLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	ctx := context.Background()
+	// 100,000 tasks of 1,000 users, each with a reminder armed (by the
+	// trigger) between one and two days ahead.
+	if _, err := pool.Exec(ctx, `INSERT INTO task_counts (user_id, tasks, seq) SELECT 'user-' || u, 100, 100 FROM generate_series(1, 1000) u`); err != nil {
+		b.Fatal(err)
+	}
+	for from := 1; from <= 100000; from += 10000 { // in steps, each well inside the statement timeout
+		if _, err := pool.Exec(ctx, `INSERT INTO tasks (user_id, title, due_date, reminders, change_seq)
+		 SELECT 'user-' || (i % 1000 + 1), 'task ' || i, now() + interval '1 day' + i * interval '1 second', '{PT1H}', i
+		 FROM generate_series($1::int, $1 + 9999) i`, from); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, sql := range []string{`VACUUM ANALYZE tasks`, `VACUUM ANALYZE task_reminders`, `VACUUM ANALYZE task_counts`} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var armed int
+	var soonest time.Time
+	if err := pool.QueryRow(ctx, `SELECT count(*), min(remind_at) FROM task_reminders WHERE fired_at IS NULL`).Scan(&armed, &soonest); err != nil || armed != 100000 {
+		b.Fatalf("%d armed (%v)", armed, err)
+	}
+	store := newStore(pool, storeOptions{})
+	s := newReminderScheduler(store, time.Now, discardLog())
+	explain := func(sql string, args ...any) {
+		rows, err := pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+sql, args...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("EXPLAIN (ANALYZE, BUFFERS)\n%s", strings.Join(lines, "\n"))
+	}
+
+	// At rest: nothing due.
+	now := time.Now()
+	explain(sqlLockDueUsers, now, reminderBatch)
+	start := time.Now()
+	const restRounds = 60
+	for range restRounds {
+		if n, err := s.fireDue(ctx, now); err != nil || n != 0 {
+			b.Fatalf("fired %d at rest (%v)", n, err)
+		}
+	}
+	perRound := time.Since(start) / restRounds
+	b.Logf("at rest: %s a round, so %s of rounds a minute for each instance", perRound, perRound*60)
+	b.ReportMetric(float64(perRound.Microseconds()), "µs/rest-round")
+
+	// 1,000 due in the same second, one per user, fired in one round.
+	at := soonest.Add(-time.Minute) // before every other armed reminder
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		if _, err := pool.Exec(ctx, `UPDATE task_reminders SET fired_at = NULL, seq = NULL, remind_at = remind_at + interval '2 days' WHERE fired_at IS NOT NULL`); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, `UPDATE task_reminders SET remind_at = $1 WHERE task_id IN (SELECT id FROM tasks ORDER BY id LIMIT 1000 OFFSET $2)`,
+			at, (i%50)*1000); err != nil {
+			b.Fatal(err)
+		}
+		if i == 0 {
+			explain(sqlLockDueUsers, at, reminderBatch)
+			rows, _ := pool.Query(ctx, `SELECT DISTINCT user_id FROM task_reminders WHERE remind_at = $1`, at)
+			users, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				b.Fatal(err)
+			}
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pool := tx // the plan of the firing statement, rolled back
+			explain := func(sql string, args ...any) {
+				rows, err := pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+sql, args...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Logf("EXPLAIN (ANALYZE, BUFFERS)\n%s", strings.Join(lines, "\n"))
+			}
+			explain(sqlTakePositions, at, users)
+			explain(sqlMarkFired, at, users)
+			_ = tx.Rollback(ctx)
+		}
+		b.StartTimer()
+		n, err := s.fireDue(ctx, at)
+		if err != nil || n != 1000 {
+			b.Fatalf("fired %d (%v), want 1000", n, err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/1000-fired")
 }

@@ -38,24 +38,30 @@ WHERE user_id IN (SELECT user_id FROM task_reminders
                   ORDER BY remind_at LIMIT $2)
 ORDER BY user_id
 FOR UPDATE SKIP LOCKED`
-	// Fires every due reminder of the locked users ($2): each takes its
-	// user's next feed position, in the order of its moment. With the users'
-	// rows held, no write can arm or cancel their reminders meanwhile.
-	sqlFireReminders = `
-WITH due AS (
-    SELECT task_id, remind_at, user_id,
-           row_number() OVER (PARTITION BY user_id ORDER BY remind_at, task_id) AS n
-    FROM task_reminders
-    WHERE user_id = ANY ($2) AND fired_at IS NULL AND remind_at <= $1 AND remind_at > $1 - interval '24 hours'
-), positions AS (
-    UPDATE task_counts c SET seq = c.seq + d.fired
-    FROM (SELECT user_id, max(n) AS fired FROM due GROUP BY user_id) d
-    WHERE c.user_id = d.user_id
-    RETURNING c.user_id, c.seq - d.fired AS base
-)
-UPDATE task_reminders r SET fired_at = $1, seq = positions.base + due.n
-FROM due JOIN positions USING (user_id)
-WHERE r.task_id = due.task_id AND r.remind_at = due.remind_at
+	// The due reminders of the locked users ($2), each numbered in the order
+	// of its moment within its user's.
+	sqlDueOfUsers = `
+SELECT task_id, remind_at, user_id,
+       row_number() OVER (PARTITION BY user_id ORDER BY remind_at, task_id) AS n,
+       count(*) OVER (PARTITION BY user_id) AS fired
+FROM task_reminders
+WHERE user_id = ANY ($2) AND fired_at IS NULL AND remind_at <= $1 AND remind_at > $1 - interval '24 hours'`
+	// Each locked user's position moves past its due reminders...
+	sqlTakePositions = `
+UPDATE task_counts c SET seq = c.seq + d.fired
+FROM (SELECT user_id, count(*) AS fired FROM task_reminders
+      WHERE user_id = ANY ($2) AND fired_at IS NULL AND remind_at <= $1 AND remind_at > $1 - interval '24 hours'
+      GROUP BY user_id) d
+WHERE c.user_id = d.user_id`
+	// ...and each reminder takes one of the positions it moved past, in the
+	// order of their moments. (Two statements, not one: joining the two
+	// results inside one statement made the planner loop over both.) With
+	// the users' rows held, no write can arm or cancel their reminders in
+	// between, so both read the same reminders.
+	sqlMarkFired = `
+UPDATE task_reminders r SET fired_at = $1, seq = c.seq - d.fired + d.n
+FROM (` + sqlDueOfUsers + `) d, task_counts c
+WHERE r.task_id = d.task_id AND r.remind_at = d.remind_at AND c.user_id = d.user_id
 RETURNING r.user_id`
 
 	// A user's reminders fired after a feed position, in feed order.
@@ -108,7 +114,10 @@ func (q Queries) FireReminders(ctx context.Context, now time.Time, limit int) (i
 		if len(users) == 0 {
 			return nil
 		}
-		if rows, err = q.db.Query(ctx, sqlFireReminders, now, users); err != nil {
+		if _, err := q.db.Exec(ctx, sqlTakePositions, now, users); err != nil {
+			return dbFail("fire reminders", err)
+		}
+		if rows, err = q.db.Query(ctx, sqlMarkFired, now, users); err != nil {
 			return dbFail("fire reminders", err)
 		}
 		notified := map[string]bool{}
