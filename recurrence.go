@@ -119,6 +119,9 @@ func parseRule(text string) (rule, error) {
 			}
 		}
 	}
+	if len(r.byMonthDay) > 0 && !r.someMonthHasADay() {
+		return r, fmt.Errorf("no month of BYMONTH has a day of BYMONTHDAY: the rule never occurs")
+	}
 	if r.freq == rrule.WEEKLY && len(r.byMonthDay) > 0 {
 		return r, fmt.Errorf("BYMONTHDAY cannot be used with FREQ=WEEKLY") // RFC 5545
 	}
@@ -376,16 +379,10 @@ func (rr recurrenceRule) next(o occurrence, now time.Time) (next occurrence, ok 
 	if now.After(after) {
 		after = now
 	}
-	opt := rrule.ROption{
-		Freq: rr.freq, Interval: rr.interval, Dtstart: start, Wkst: rrule.MO,
-		Byweekday: rr.byDay, Bymonthday: rr.byMonthDay, Bymonth: rr.byMonth,
-		Until: floating(after.In(rr.loc)).AddDate(searchYears, 0, 0),
-	}
-	r, err := rrule.NewRRule(opt)
+	iter, err := rr.iterate(start, floating(after.In(rr.loc)).AddDate(searchYears, 0, 0))
 	if err != nil {
 		return next, false
 	}
-	iter := r.Iterator()
 	for {
 		wall, more := iter()
 		if !more {
@@ -403,6 +400,65 @@ func (rr recurrenceRule) next(o occurrence, now time.Time) (next occurrence, ok 
 			return next, true
 		}
 	}
+}
+
+// iterate yields the rule's wall-clock times from start until until, in
+// order. rrule-go (like python-dateutil, which it ports) keeps a day only if
+// it matches both its BYDAY values without an ordinal and those with one,
+// where RFC 5545 keeps a day that matches either (BYDAY=FR,-1SU is every
+// Friday and the last Sunday): a rule that mixes the two runs as two rules,
+// one for each kind, whose times are merged.
+func (rr recurrenceRule) iterate(start, until time.Time) (rrule.Next, error) {
+	opt := rrule.ROption{
+		Freq: rr.freq, Interval: rr.interval, Dtstart: start, Wkst: rrule.MO,
+		Byweekday: rr.byDay, Bymonthday: rr.byMonthDay, Bymonth: rr.byMonth, Until: until,
+	}
+	var plain, ordinal []rrule.Weekday
+	for _, d := range rr.byDay {
+		if d.N() == 0 {
+			plain = append(plain, d)
+		} else {
+			ordinal = append(ordinal, d)
+		}
+	}
+	if len(plain) == 0 || len(ordinal) == 0 {
+		r, err := rrule.NewRRule(opt)
+		if err != nil {
+			return nil, err
+		}
+		return r.Iterator(), nil
+	}
+	opt.Byweekday = plain
+	a, err := rrule.NewRRule(opt)
+	if err != nil {
+		return nil, err
+	}
+	opt.Byweekday = ordinal
+	b, err := rrule.NewRRule(opt)
+	if err != nil {
+		return nil, err
+	}
+	nextA, nextB := a.Iterator(), b.Iterator()
+	ta, okA := nextA()
+	tb, okB := nextB()
+	return func() (time.Time, bool) {
+		switch {
+		case !okA && !okB:
+			return time.Time{}, false
+		case okA && (!okB || ta.Before(tb)):
+			t := ta
+			ta, okA = nextA()
+			return t, true
+		case okB && (!okA || tb.Before(ta)):
+			t := tb
+			tb, okB = nextB()
+			return t, true
+		}
+		t := ta // the same time from both
+		ta, okA = nextA()
+		tb, okB = nextB()
+		return t, true
+	}, nil
 }
 
 // within reports whether o is still part of the series (COUNT, UNTIL).
@@ -466,6 +522,25 @@ func wallToInstant(wall time.Time, loc *time.Location) time.Time {
 	// offset is the one before the gap.
 	_, before := earliest.In(loc).Zone()
 	return wall.Add(-time.Duration(before) * time.Second)
+}
+
+// someMonthHasADay reports whether some month the rule allows has some day
+// of its BYMONTHDAY (February counted with 29). A rule that never matches
+// would have rrule-go search day by day to the year 9999.
+func (r rule) someMonthHasADay() bool {
+	months := r.byMonth
+	if len(months) == 0 {
+		months = []int{1}
+	}
+	for _, m := range months {
+		days := []int{31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}[m-1]
+		for _, d := range r.byMonthDay {
+			if d <= days && -d <= days {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // onlyFreqAndInterval reports whether the rule has no part but FREQ and

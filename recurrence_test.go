@@ -112,7 +112,7 @@ func TestNextOccurrence(t *testing.T) {
 			"2027-01-01T08:00:00Z", "", []string{"2027-01-02T08:00:00Z", "2027-01-03T08:00:00Z", "end"}},
 		{"UNTIL as a date includes that day", "FREQ=WEEKLY;UNTIL=20270111", "America/New_York", "",
 			"2027-01-04T23:00:00Z", "", []string{"2027-01-11T23:00:00Z", "end"}},
-		{"a rule that never matches ends", "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "UTC", "",
+		{"a rule that never matches ends", "FREQ=MONTHLY;BYDAY=5MO;BYMONTHDAY=1", "UTC", "",
 			"2027-01-01T08:00:00Z", "", []string{"end"}},
 	}
 	for _, c := range cases {
@@ -172,7 +172,8 @@ func TestParseRuleRejects(t *testing.T) {
 		"FREQ=DAILY;INTERVAL=x", "FREQ=DAILY;COUNT=0", "FREQ=MONTHLY;BYMONTHDAY=32", "FREQ=MONTHLY;BYMONTHDAY=0",
 		"FREQ=MONTHLY;BYMONTHDAY=-32", "FREQ=YEARLY;BYMONTH=13", "FREQ=WEEKLY;BYDAY=XX", "FREQ=WEEKLY;BYDAY=1MO",
 		"FREQ=DAILY;BYDAY=-1FR", "FREQ=MONTHLY;BYDAY=0MO", "FREQ=DAILY;UNTIL=2027-01-01", "FREQ=DAILY;X-FOO=1",
-		"FREQ=DAILY;", "FREQ", "FREQ=WEEKLY;BYMONTHDAY=1", "FREQ=WEEKLY;BYDAY=MO,MO",
+		"FREQ=DAILY;", "FREQ", "FREQ=WEEKLY;BYMONTHDAY=1", "FREQ=WEEKLY;BYDAY=MO,MO", "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30,-31",
+		"FREQ=DAILY;BYMONTH=4,6;BYMONTHDAY=31",
 	} {
 		if _, err := parseRule(rule); err == nil {
 			t.Errorf("%q: accepted", rule)
