@@ -47,8 +47,9 @@ type Config struct {
 	LogFormat      string // text or json
 	MigrateOnStart bool
 
-	DataDir   string // where the embedded database and the dev secret live
-	DebugAddr string // when set, pprof and expvar listen here (keep it private)
+	DataDir     string // where the embedded database and the dev secret live
+	DebugAddr   string // when set, pprof and expvar listen here (keep it private)
+	MetricsAddr string // when set, /metrics (Prometheus) listens here
 }
 
 // AuthConfigured reports whether any way of verifying tokens was configured.
@@ -101,6 +102,7 @@ func loadConfig(getenv func(string) string, dotenv map[string]string) (Config, e
 		MigrateOnStart:      p.boolean("MIGRATE_ON_START", true),
 		DataDir:             get("DATA_DIR"),
 		DebugAddr:           get("DEBUG_ADDR"),
+		MetricsAddr:         get("METRICS_ADDR"),
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = defaultDataDir

@@ -106,9 +106,10 @@ func TestConfigDotenv(t *testing.T) {
 	}
 }
 
-// run refuses, before touching anything, to serve a real database with no way to verify tokens.
+// run refuses, before touching anything, to serve a real database with no way
+// to verify tokens (the database is never contacted: nothing listens there).
 func TestRunRefusesDatabaseURLWithoutAuth(t *testing.T) {
-	err := run(t.Context(), nil, envMap(map[string]string{"DATABASE_URL": testPG.sharedURL}), &syncBuffer{}, &syncBuffer{})
+	err := run(t.Context(), nil, envMap(map[string]string{"DATABASE_URL": "postgres://tasks@127.0.0.1:1/tasks"}), &syncBuffer{}, &syncBuffer{})
 	if err == nil || !strings.Contains(err.Error(), "BETTER_AUTH_SECRET") || !strings.Contains(err.Error(), "JWKS_URL") {
 		t.Fatalf("want a refusal naming BETTER_AUTH_SECRET and JWKS_URL, got %v", err)
 	}

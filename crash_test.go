@@ -21,6 +21,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"tasks-api/internal/localpg"
+	"tasks-api/internal/pgtest"
+	"tasks-api/internal/testbed"
 )
 
 // The built service, with its embedded PostgreSQL, killed with SIGKILL under
@@ -35,9 +39,9 @@ func TestServiceCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a long fault test")
 	}
-	dir := pgTempDir(t)
+	dir := pgtest.ClusterDir(t)
 	bin := buildService(t)
-	port, err := freePort()
+	port, err := testbed.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,14 +73,14 @@ func TestServiceCrash(t *testing.T) {
 		var orphan time.Duration
 		if runtime.GOOS == "linux" {
 			orphan = waitUntil(t, 30*time.Second, "the killed service's PostgreSQL to exit", func() bool {
-				return !isPostgresProcess(postmaster)
+				return !localpg.IsPostgresProcess(postmaster)
 			})
 		}
 		_, staleErr := os.Stat(filepath.Join(dir, "postgres", "postmaster.pid"))
 
 		svc = startServiceProcess(t, bin, env)
 		listening := time.Since(killed)
-		if isPostgresProcess(postmaster) {
+		if localpg.IsPostgresProcess(postmaster) {
 			t.Errorf("%s: the killed service's PostgreSQL (pid %d) is still running", crash.name, postmaster)
 		}
 		load.waitAcked(t, 300, 30*time.Second)
@@ -88,7 +92,7 @@ func TestServiceCrash(t *testing.T) {
 	}
 	load.finish()
 
-	dbURL := (&localPostgres{sockDir: filepath.Join(dir, "run")}).URL()
+	dbURL := localpg.SocketURL(localpg.SocketDir(dir), "postgres")
 	tally := load.verify(t, dbURL)
 	replayed := verifyKeyedCreates(t, load, dbURL)
 	if t.Failed() {
@@ -188,16 +192,14 @@ func postmasterPID(t *testing.T, dir string) int {
 // buildService builds the service's binary into a temporary directory.
 func buildService(t *testing.T) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool in PATH to build the service with")
-	}
-	bin := filepath.Join(t.TempDir(), "tasks-api")
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".").CombinedOutput()
+	bin, err := testbed.BuildService(ctx, t.TempDir())
+	if errors.Is(err, exec.ErrNotFound) {
+		t.Skip("no go tool in PATH to build the service with")
+	}
 	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -261,17 +263,7 @@ func (s *serviceProcess) kill(t *testing.T) {
 
 // stop asks for a graceful shutdown, which stops the embedded PostgreSQL.
 func (s *serviceProcess) stop(t *testing.T) {
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(60 * time.Second):
-		t.Errorf("the service did not stop on SIGTERM; killing it")
-		_ = s.cmd.Process.Kill()
-		<-s.exited
+	if !testbed.Stop(s.cmd.Process, s.exited, syscall.SIGTERM, 60*time.Second) {
+		t.Errorf("the service did not stop on SIGTERM; killed it")
 	}
 }

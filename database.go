@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"tasks-api/internal/localpg"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,7 +30,7 @@ type database struct {
 	url, migrationURL string
 	listenURL         string // a direct connection for LISTEN; "": none (only a pooler)
 	pooled            bool
-	local             *localPostgres
+	local             *localpg.Server
 }
 
 func (d *database) stop(log *slog.Logger) {
@@ -63,7 +64,7 @@ func openDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*database,
 		}
 		return db, nil
 	}
-	pg, err := startLocalPostgres(ctx, filepath.Join(cfg.DataDir), localPGOptions{Log: log})
+	pg, err := localpg.Start(ctx, filepath.Join(cfg.DataDir), localpg.Options{Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("no DATABASE_URL, so the embedded PostgreSQL was to be used, but: %w", err)
 	}

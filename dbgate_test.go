@@ -41,7 +41,7 @@ func newGateRig(t *testing.T) *gateRig {
 		writeJSON(w, r, http.StatusOK, []byte(`{}`))
 		return nil
 	}
-	rig.srv = httptest.NewServer(logRequests(discardLog())(serveRoute("GET /", failFastWhenDown(rig.gate)(h))))
+	rig.srv = httptest.NewServer(logRequests(discardLog(), nil)(serveRoute("GET /", failFastWhenDown(rig.gate)(h))))
 	t.Cleanup(rig.srv.Close)
 	return rig
 }

@@ -144,16 +144,25 @@ func appendTasks(b []byte, tasks []Task) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// jsonEscapes marks the ASCII bytes a JSON string cannot hold as they are.
+var jsonEscapes = func() (t [utf8.RuneSelf]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
 // appendJSONString appends s as a JSON string (RFC 8259): quotes, backslashes
 // and control characters escaped, invalid UTF-8 replaced by U+FFFD, and
 // U+2028/U+2029 escaped so the output is also valid JavaScript.
-func appendJSONString(b []byte, s string) []byte {
+func appendJSONString[S string | []byte](b []byte, s S) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+			if !jsonEscapes[c] {
 				i++
 				continue
 			}
@@ -174,7 +183,7 @@ func appendJSONString(b []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))])) // at most 4 bytes: no allocation
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
 			b = append(b, `\ufffd`...)

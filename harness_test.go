@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,166 +21,98 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/testcontainers/testcontainers-go"
-	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+
+	"tasks-api/internal/pgtest"
 )
 
-// The package's tests share one PostgreSQL server, found in this order:
-// TEST_DATABASE_URL (its role must be able to create databases); a container
-// from testcontainers-go when a Docker engine answers; else a throwaway
-// cluster from the local server binaries (the launcher of `go run .`). Tests
-// isolate by user on a shared migrated database, or by database when they
-// need one of their own. With TEST_PGBOUNCER=1 the service under test reaches
-// the server through pgbouncer in transaction pooling mode (pgbouncer_test.go).
-var testPG struct {
+// The package's tests share one PostgreSQL server (pgtest.Start says which),
+// set up by the first test that needs it and stopped by TestMain, so tests
+// without a database run without one: under -short, every test that needs it
+// is skipped and no PostgreSQL starts. Tests isolate by user on a shared
+// migrated database, or by database when they need one of their own. With
+// TEST_PGBOUNCER=1 the service under test reaches the server through
+// pgbouncer in transaction pooling mode (pgbouncer_test.go).
+type testDatabase struct {
 	kind      string
-	adminURL  string        // a URL on the server with the right to create databases
-	template  string        // a migrated database to copy
-	sharedURL string        // a migrated database shared by tests that isolate by user
-	shared    *pgxpool.Pool // the service's pool on the shared database
-	pooler    *pgBouncer    // in the pgbouncer pass (TEST_PGBOUNCER), between the service and the server
+	adminURL  string            // a URL on the server with the right to create databases
+	template  string            // a migrated database to copy
+	sharedURL string            // a migrated database shared by tests that isolate by user
+	shared    *pgxpool.Pool     // the service's pool on the shared database
+	pooler    *pgtest.PgBouncer // in the pgbouncer pass (TEST_PGBOUNCER), between the service and the server
 }
 
-// serviceURL is the URL the service under test reaches dbURL's database by:
-// through pgbouncer in the pgbouncer pass, else dbURL itself. Whatever must
-// not go through a transaction-mode pooler (creating databases, migrations,
-// session-level locks of the tests) uses dbURL directly.
-func serviceURL(dbURL string) string {
-	if testPG.pooler != nil {
-		return testPG.pooler.url(dbURL)
+var (
+	testPGOnce     sync.Once
+	testPGState    *testDatabase
+	testPGErr      error
+	testPGTeardown []func() // run by TestMain, last first
+)
+
+// testPG is the suite's database, set up on the first call; under -short it
+// skips t instead.
+func testPG(t testing.TB) *testDatabase {
+	t.Helper()
+	pgtest.SkipShort(t)
+	testPGOnce.Do(func() { testPGState, testPGErr = setUpTestPG(context.Background()) })
+	if testPGErr != nil {
+		t.Fatalf("test database: %v", testPGErr)
 	}
-	return dbURL
-}
-
-// servicePoolOptions are the pool options of the service under test: pooled
-// behind pgbouncer (or when TEST_POOLED asks for the pooled settings alone).
-func servicePoolOptions() poolOptions {
-	return poolOptions{Pooled: testPG.pooler != nil || os.Getenv("TEST_POOLED") != ""}
+	return testPGState
 }
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if fuzzing() {
-		os.Exit(m.Run()) // the fuzz targets need no database; its workers start often
-	}
-	code, err := runTestMain(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test setup failed:", err)
-		os.Exit(1)
+	code := m.Run()
+	for _, f := range slices.Backward(testPGTeardown) {
+		f()
 	}
 	os.Exit(code)
 }
 
-// fuzzing reports whether this process runs a fuzz target (go test -run '^$'
-// -fuzz FuzzX), as its coordinator or as one of its workers.
-func fuzzing() bool {
-	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
-		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
-			return true
-		}
-	}
-	return false
-}
-
-func runTestMain(m *testing.M) (int, error) {
-	ctx := context.Background()
-	adminURL, kind, cleanup, err := provideTestPostgres(ctx)
+func setUpTestPG(ctx context.Context) (*testDatabase, error) {
+	server, err := pgtest.Start(ctx)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer cleanup()
-	testPG.kind, testPG.adminURL = kind, adminURL
-	fmt.Fprintf(os.Stderr, "tests use PostgreSQL from %s\n", kind)
-	if os.Getenv("TEST_PGBOUNCER") != "" {
-		if testPG.pooler, err = startPgBouncer(ctx, adminURL); err != nil {
-			return 0, err
+	testPGTeardown = append(testPGTeardown, server.Stop)
+	db := &testDatabase{kind: server.Kind, adminURL: server.AdminURL}
+	fmt.Fprintf(os.Stderr, "tests use PostgreSQL from %s\n", db.kind)
+	if pgbouncerPass() {
+		if db.pooler, err = pgtest.StartPgBouncer(ctx, db.adminURL); err != nil {
+			return nil, err
 		}
-		defer testPG.pooler.stop()
-		fmt.Fprintf(os.Stderr, "the service reaches it through pgbouncer (transaction pooling) on %s\n", testPG.pooler.addr)
+		testPGTeardown = append(testPGTeardown, db.pooler.Stop)
+		fmt.Fprintf(os.Stderr, "the service reaches it through pgbouncer (transaction pooling) on %s\n", db.pooler.Addr)
 	}
 
 	prefix := fmt.Sprintf("tasks_test_%d", os.Getpid())
-	testPG.template = prefix + "_template"
-	if err := adminExec(ctx, "CREATE DATABASE "+testPG.template); err != nil {
-		return 0, err
+	db.template = prefix + "_template"
+	if err := adminExec(ctx, db.adminURL, "CREATE DATABASE "+db.template); err != nil {
+		return nil, err
 	}
-	defer adminExec(context.Background(), "DROP DATABASE IF EXISTS "+testPG.template+" WITH (FORCE)")
-	if err := migrateDatabase(ctx, withDatabase(adminURL, testPG.template)); err != nil {
-		return 0, err
+	testPGTeardown = append(testPGTeardown, dropDatabaseFunc(db.adminURL, db.template))
+	if err := migrateDatabase(ctx, withDatabase(db.adminURL, db.template)); err != nil {
+		return nil, err
 	}
 	shared := prefix + "_shared"
-	if err := adminExec(ctx, "CREATE DATABASE "+shared+" TEMPLATE "+testPG.template); err != nil {
-		return 0, err
+	if err := adminExec(ctx, db.adminURL, "CREATE DATABASE "+shared+" TEMPLATE "+db.template); err != nil {
+		return nil, err
 	}
-	defer adminExec(context.Background(), "DROP DATABASE IF EXISTS "+shared+" WITH (FORCE)")
-	testPG.sharedURL = withDatabase(adminURL, shared)
-	testPG.shared, err = openPool(ctx, serviceURL(testPG.sharedURL), servicePoolOptions(), discardLog())
+	testPGTeardown = append(testPGTeardown, dropDatabaseFunc(db.adminURL, shared))
+	db.sharedURL = withDatabase(db.adminURL, shared)
+	db.shared, err = openPool(ctx, db.serviceURL(db.sharedURL), servicePoolOptions(), discardLog())
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer testPG.shared.Close()
-	return m.Run(), nil
+	testPGTeardown = append(testPGTeardown, db.shared.Close)
+	return db, nil
 }
 
-func provideTestPostgres(ctx context.Context) (url, kind string, cleanup func(), err error) {
-	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
-		return u, "TEST_DATABASE_URL", func() {}, nil
-	}
-	if dockerAvailable(ctx) {
-		ctr, err := tcpostgres.Run(ctx, "postgres:17-alpine",
-			tcpostgres.WithDatabase("tasks"), tcpostgres.WithUsername("tasks"), tcpostgres.WithPassword("tasks"),
-			tcpostgres.BasicWaitStrategies())
-		if err != nil {
-			return "", "", nil, fmt.Errorf("start a PostgreSQL container: %w", err)
-		}
-		u, err := ctr.ConnectionString(ctx, "sslmode=disable")
-		if err != nil {
-			_ = testcontainers.TerminateContainer(ctr)
-			return "", "", nil, err
-		}
-		return u, "testcontainers (postgres:17-alpine)", func() { _ = testcontainers.TerminateContainer(ctr) }, nil
-	}
-	dir, err := os.MkdirTemp("", "tasks-test-pg-")
-	if err != nil {
-		return "", "", nil, err
-	}
-	pg, err := startLocalPostgres(ctx, dir, localPGOptions{Ephemeral: true})
-	if err != nil {
-		os.RemoveAll(dir)
-		return "", "", nil, fmt.Errorf("no TEST_DATABASE_URL, no Docker engine, and the local binaries failed: %w", err)
-	}
-	return pg.URL(), "local server binaries (" + dir + ")", func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = pg.Stop(ctx)
-		os.RemoveAll(dir)
-	}, nil
+func dropDatabaseFunc(adminURL, name string) func() {
+	return func() { _ = adminExec(context.Background(), adminURL, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") }
 }
 
-// dockerAvailable asks testcontainers whether a Docker engine answers, quickly.
-func dockerAvailable(ctx context.Context) (ok bool) {
-	if os.Getenv("DOCKER_HOST") == "" {
-		if _, err := os.Stat("/var/run/docker.sock"); err != nil {
-			return false
-		}
-	}
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	provider, err := testcontainers.ProviderDefault.GetProvider()
-	if err != nil {
-		return false
-	}
-	defer provider.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return provider.Health(ctx) == nil
-}
-
-func adminExec(ctx context.Context, sql string) error {
-	conn, err := pgx.Connect(ctx, testPG.adminURL)
+func adminExec(ctx context.Context, adminURL, sql string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return err
 	}
@@ -227,21 +159,22 @@ var dbSeq atomic.Int64
 // newDatabase creates a database for t alone, migrated or empty, dropped at the end.
 func newDatabase(t testing.TB, migrated bool) string {
 	t.Helper()
+	db := testPG(t)
 	name := fmt.Sprintf("tasks_test_%d_%d", os.Getpid(), dbSeq.Add(1))
 	template := "template0"
 	if migrated {
-		template = testPG.template
+		template = db.template
 	}
 	ctx := context.Background()
-	if err := adminExec(ctx, "CREATE DATABASE "+name+" TEMPLATE "+template); err != nil {
+	if err := adminExec(ctx, db.adminURL, "CREATE DATABASE "+name+" TEMPLATE "+template); err != nil {
 		t.Fatalf("create database: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := adminExec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		if err := adminExec(context.Background(), db.adminURL, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 			t.Logf("drop database %s: %v", name, err)
 		}
 	})
-	return withDatabase(testPG.adminURL, name)
+	return withDatabase(db.adminURL, name)
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -287,15 +220,16 @@ type apiOptions struct {
 
 // testAPI is the real handler, over real HTTP, on a real database.
 type testAPI struct {
-	URL    string
-	client *http.Client
-	store  *Store
-	pool   *pgxpool.Pool // the service's pool (through pgbouncer in the pgbouncer pass)
-	dbURL  string        // the database, directly
-	logs   *syncBuffer
-	opts   apiOptions
-	feed   *syncFeed
-	events *eventStreams
+	URL     string
+	client  *http.Client
+	store   *Store
+	pool    *pgxpool.Pool // the service's pool (through pgbouncer in the pgbouncer pass)
+	dbURL   string        // the database, directly
+	logs    *syncBuffer
+	opts    apiOptions
+	feed    *syncFeed
+	events  *eventStreams
+	metrics *metrics
 
 	reminders *reminderScheduler
 }
@@ -312,11 +246,12 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	if o.clock == nil {
 		o.clock = time.Now
 	}
-	pool, dbURL := testPG.shared, testPG.sharedURL
+	db := testPG(t)
+	pool, dbURL := db.shared, db.sharedURL
 	if o.dbURL != "" {
 		dbURL = o.dbURL
 		var err error
-		pool, err = openPool(context.Background(), serviceURL(o.dbURL), servicePoolOptions(), discardLog())
+		pool, err = openPool(context.Background(), db.serviceURL(o.dbURL), servicePoolOptions(), discardLog())
 		if err != nil {
 			t.Fatalf("open pool: %v", err)
 		}
@@ -355,7 +290,9 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	}
 	events := newEventStreams(store, feed, ev, log)
 	go events.keepAlive(gateCtx)
+	m := newMetrics(pool, events)
 	reminders := newReminderScheduler(store, time.Now, log) // on real time; tests call fireDue with theirs
+	reminders.onFired = m.countRemindersFired
 	go reminders.Run(gateCtx)
 	h := newHandler(deps{
 		log:      log,
@@ -368,6 +305,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 		gate:     newDBGate(gateCtx, pool.Ping, log),
 		feed:     feed,
 		events:   events,
+		metrics:  m,
 	})
 	srv := httptest.NewUnstartedServer(h)
 	if o.server != nil {
@@ -376,7 +314,8 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return &testAPI{URL: srv.URL, client: &http.Client{Transport: contractTransport(t, srv.Client().Transport)},
-		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed, events: events, reminders: reminders}
+		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed, events: events, metrics: m,
+		reminders: reminders}
 }
 
 // newUser returns a user id no other test uses, and a valid token for it.

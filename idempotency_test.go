@@ -139,7 +139,7 @@ func TestIdempotencyKeyFormat(t *testing.T) {
 // the database, create exactly one task. The others are replays or 409s.
 func TestIdempotentConcurrentDuplicates(t *testing.T) {
 	a := startAPI(t)
-	b := startAPI(t, func(o *apiOptions) { o.dbURL = testPG.sharedURL }) // its own pool: another instance
+	b := startAPI(t, func(o *apiOptions) { o.dbURL = testPG(t).sharedURL }) // its own pool: another instance
 	user, tok := a.newUser(t)
 	var wg sync.WaitGroup
 	results := make([]testResponse, 20)

@@ -125,7 +125,7 @@ func TestQuota(t *testing.T) {
 func TestQuotaRace(t *testing.T) {
 	const quota = 25
 	a := startAPI(t, func(o *apiOptions) { o.maxTasks = quota })
-	b := startAPI(t, func(o *apiOptions) { o.maxTasks = quota; o.dbURL = testPG.sharedURL })
+	b := startAPI(t, func(o *apiOptions) { o.maxTasks = quota; o.dbURL = testPG(t).sharedURL })
 	user, tok := a.newUser(t)
 	for i := range quota - 1 {
 		a.createTask(t, tok, map[string]any{"title": fmt.Sprint(i)})

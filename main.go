@@ -142,7 +142,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	events := newEventStreams(store, feed, eventOptions{MaxAge: cfg.SSEMaxAge, Heartbeat: cfg.SSEHeartbeat,
 		MaxPerUser: cfg.SSEMaxStreams}, log)
 	go events.keepAlive(bgCtx)
-	go newReminderScheduler(store, time.Now, log).Run(bgCtx)
 	go every(bgCtx, 10*time.Minute, func(ctx context.Context) {
 		purgeIdempotencyKeys(ctx, store, log)
 		purgeTrash(ctx, store, cfg.TrashRetention, cfg.SyncRetention, log)
@@ -150,6 +149,18 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		purgeReminders(ctx, store, log)
 	})
 	var draining atomic.Bool
+	var m *metrics
+	if cfg.MetricsAddr != "" {
+		m = newMetrics(pool, events)
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, m, log)
+		if err != nil {
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		defer stopMetrics()
+	}
+	reminders := newReminderScheduler(store, time.Now, log)
+	reminders.onFired = m.countRemindersFired
+	go reminders.Run(bgCtx)
 	if db.local != nil {
 		go watchLocalPostgres(bgCtx, db, log)
 	}
@@ -165,6 +176,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		feed:     feed,
 		events:   events,
 		draining: draining.Load,
+		metrics:  m,
 	})
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, pool, log)

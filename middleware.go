@@ -92,11 +92,11 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// logRequests gives every request its id (the client's own when valid) and
-// writes one line per request once it is answered: for an error response, its
-// code, and for a 5xx its cause, at warning level (error for a 500). Tokens
-// never reach the log.
-func logRequests(log *slog.Logger) func(http.Handler) http.Handler {
+// logRequests gives every request its id (the client's own when valid) and,
+// once it is answered, writes one line for it and records it in the metrics
+// (nil: none). The line has, for an error response, its code, and for a 5xx
+// its cause, at warning level (error for a 500). Tokens never reach the log.
+func logRequests(log *slog.Logger, m *metrics) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -106,10 +106,17 @@ func logRequests(log *slog.Logger) func(http.Handler) http.Handler {
 			}
 			w.Header().Set("X-Request-Id", ri.id)
 			rec := &statusRecorder{ResponseWriter: w}
+			if m != nil {
+				m.inFlight.Inc()
+			}
 			next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), requestInfoKey, ri)))
 
 			if rec.status == 0 {
 				rec.status = http.StatusOK
+			}
+			if m != nil {
+				m.inFlight.Dec()
+				m.observe(r, ri, rec.status, time.Since(start), w.Header().Get("Idempotent-Replayed") != "")
 			}
 			level := slog.LevelInfo
 			switch {

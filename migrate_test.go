@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"sync"
@@ -186,4 +187,52 @@ func mustMigrator(t *testing.T) *Migrator {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// A database with tasks from before the trash and the feed (version 2)
+// migrates in place: its tasks are in a full sync, keep their quota count,
+// and go to the trash and come back like new ones.
+func TestMigrationToTheFeedKeepsExistingTasks(t *testing.T) {
+	dbURL := newDatabase(t, false)
+	m := mustMigrator(t)
+	old := &Migrator{migrations: m.migrations[:2], log: discardLog()}
+	conn := connect(t, dbURL)
+	if _, err := old.Up(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), `
+INSERT INTO tasks (user_id, title) SELECT 'legacy', 'old ' || g FROM generate_series(1, 3) g;
+INSERT INTO task_counts (user_id, tasks) VALUES ('legacy', 3);`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Up(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	a := startAPI(t, func(o *apiOptions) { o.dbURL = dbURL })
+	tok := a.token(t, "legacy")
+	r := &replica{tasks: map[int64]taskJSON{}}
+	for {
+		f := pullChanges(t, a, tok, r.token)
+		r.apply(f)
+		if !f.HasMore {
+			break
+		}
+	}
+	if len(r.tasks) != 3 {
+		t.Fatalf("a full sync after the migration has %d tasks", len(r.tasks))
+	}
+	var id int64
+	for id = range r.tasks {
+		break
+	}
+	mustStatus(t, a.do(t, "DELETE", taskURL(id), nil, bearer(tok)), 204)
+	if changes := changesSince(t, a, tok, r.token); len(changes) != 1 || changes[0].Op != "delete" || changes[0].ID != id {
+		t.Fatalf("changes after the migration: %+v", changes)
+	}
+	mustStatus(t, a.do(t, "POST", fmt.Sprintf("/api/me/trash/%d/restore", id), nil, bearer(tok)), 200)
+	var counted, live int
+	if err := conn.QueryRow(t.Context(), `SELECT tasks, (SELECT count(*) FROM tasks WHERE user_id = 'legacy' AND deleted_at IS NULL)
+FROM task_counts WHERE user_id = 'legacy'`).Scan(&counted, &live); err != nil || counted != 3 || live != 3 {
+		t.Fatalf("count %d, live %d (%v)", counted, live, err)
+	}
 }

@@ -250,40 +250,33 @@ func (n *changeNotifier) listenOnce(ctx context.Context) error {
 // whose position moved: it bounds the delay of a lost notification, and is
 // the only way changes of other instances arrive without LISTEN. With nobody
 // waiting it asks the database nothing.
-func (n *changeNotifier) pollLoop(ctx context.Context) {
-	t := time.NewTicker(n.poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+func (n *changeNotifier) pollLoop(ctx context.Context) { every(ctx, n.poll, n.pollOnce) }
+
+func (n *changeNotifier) pollOnce(ctx context.Context) {
+	n.mu.Lock()
+	users := make([]string, 0, len(n.watchers))
+	for u := range n.watchers {
+		users = append(users, u)
+	}
+	n.mu.Unlock()
+	if len(users) == 0 {
+		return
+	}
+	n.polls.Add(1)
+	positions, err := n.store.WatchedPositions(ctx, users)
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn("could not re-read the feed positions of waiting users", "error", err)
 		}
-		n.mu.Lock()
-		users := make([]string, 0, len(n.watchers))
-		for u := range n.watchers {
-			users = append(users, u)
-		}
-		n.mu.Unlock()
-		if len(users) == 0 {
-			continue
-		}
-		n.polls.Add(1)
-		positions, err := n.store.WatchedPositions(ctx, users)
-		if err != nil {
-			if ctx.Err() == nil {
-				n.log.Warn("could not re-read the feed positions of waiting users", "error", err)
-			}
-			continue
-		}
-		n.mu.Lock()
-		for user, seq := range positions {
-			for w := range n.watchers[user] {
-				if seq > w.seen.Load() {
-					w.fire()
-				}
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for user, seq := range positions {
+		for w := range n.watchers[user] {
+			if seq > w.seen.Load() {
+				w.fire()
 			}
 		}
-		n.mu.Unlock()
 	}
 }

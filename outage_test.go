@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"tasks-api/internal/localpg"
+	"tasks-api/internal/pgtest"
 )
 
 // PostgreSQL stopped under a write load, three ways: requests fail fast with
@@ -18,24 +21,24 @@ func TestDatabaseOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a long fault test")
 	}
-	dir := pgTempDir(t)
-	pg := startLocalWith(t, dir, localPGOptions{}) // durable, as a real server is
+	dir := pgtest.ClusterDir(t)
+	pg := pgtest.StartCluster(t, dir, localpg.Options{}) // durable, as a real server is
 	env := map[string]string{"DATABASE_URL": pg.URL(), "BETTER_AUTH_SECRET": testSecret, "RATE_LIMIT": "0"}
 	// Straight to PostgreSQL, a request fails at once while it is down (2s:
 	// slack for a busy machine, far below the request deadline).
 	failFast := 2 * time.Second
-	if testPG.pooler != nil {
+	if pgbouncerPass() {
 		// The pgbouncer pass: the service reaches this cluster through a
 		// pgbouncer of its own, as it would reach Neon through its pooler.
 		// There a request does not fail at once: pgbouncer keeps the client
 		// waiting for a server connection while it retries the server, and
 		// the request's deadline ends the wait.
-		bouncer, err := startPgBouncer(t.Context(), pg.URL())
+		bouncer, err := pgtest.StartPgBouncer(t.Context(), pg.URL())
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(bouncer.stop)
-		env["DATABASE_URL"], env["DATABASE_URL_UNPOOLED"] = bouncer.url(pg.URL()), pg.URL()
+		t.Cleanup(bouncer.Stop)
+		env["DATABASE_URL"], env["DATABASE_URL_UNPOOLED"] = bouncer.URL(pg.URL()), pg.URL()
 		failFast = requestDeadline + time.Second
 	}
 	s := startRun(t, env)
@@ -43,18 +46,18 @@ func TestDatabaseOutage(t *testing.T) {
 
 	outages := []struct {
 		name string
-		stop func(*localPostgres)
+		stop func(*localpg.Server)
 		// The backends of a killed postmaster live on for a moment, and may
 		// still commit (durably: crash recovery replays it) and answer.
 		orphansServe bool
 	}{
-		{name: "fast shutdown", stop: func(pg *localPostgres) { stopLocal(t, pg) }},
-		{name: "immediate shutdown", stop: func(pg *localPostgres) {
-			_ = pg.cmd.Process.Signal(sigImmediateShutdown)
+		{name: "fast shutdown", stop: func(pg *localpg.Server) { pgtest.StopCluster(t, pg) }},
+		{name: "immediate shutdown", stop: func(pg *localpg.Server) {
+			_ = pg.ShutdownImmediate()
 			<-pg.Exited()
 		}},
-		{name: "postmaster killed", orphansServe: true, stop: func(pg *localPostgres) {
-			_ = pg.cmd.Process.Kill()
+		{name: "postmaster killed", orphansServe: true, stop: func(pg *localpg.Server) {
+			_ = pg.Kill()
 			<-pg.Exited()
 		}},
 	}
@@ -167,13 +170,13 @@ func probe(t *testing.T, url string) requestRecord {
 // restartLocal starts the cluster in dir again. After the postmaster was
 // killed its backends take a moment to notice and exit; until they have, the
 // new postmaster refuses to start on their shared memory, so it is retried.
-func restartLocal(t *testing.T, dir string) *localPostgres {
+func restartLocal(t *testing.T, dir string) *localpg.Server {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		pg, err := startLocalPostgres(t.Context(), dir, localPGOptions{})
+		pg, err := localpg.Start(t.Context(), dir, localpg.Options{})
 		if err == nil {
-			t.Cleanup(func() { stopLocal(t, pg) })
+			t.Cleanup(func() { pgtest.StopCluster(t, pg) })
 			return pg
 		}
 		if time.Now().After(deadline) {

@@ -1,206 +1,30 @@
 package main
 
-import (
-	"context"
-	"errors"
-	"fmt"
-	"net"
-	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"sync/atomic"
-	"syscall"
-	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
-)
+import "os"
 
 // The pgbouncer pass (TEST_PGBOUNCER=1) runs the whole suite with Debian's
-// pgbouncer in transaction pooling mode between the service and PostgreSQL,
-// as Neon's -pooler endpoint is: every pool the service under test uses
-// goes through it (poolOptions{Pooled: true}), while database creation,
-// migrations and the tests' own inspection connect directly.
-//
-// Pooled, the service sends every statement unnamed (pgx's
-// QueryExecModeCacheDescribe, see openPool). Debian 12's pgbouncer 1.18 does
-// not track protocol-level prepared statements (1.21 does, with
-// max_prepared_statements), so pgx's default named statements would be
-// missing, or already exist, on the server connection a later transaction
-// gets: about half of concurrent requests fail that way ("prepared statement
-// stmtcache_... already exists").
+// pgbouncer in transaction pooling mode (pgtest.PgBouncer) between the
+// service and PostgreSQL, as Neon's -pooler endpoint is: every pool the
+// service under test uses goes through it (poolOptions{Pooled: true}, which
+// sends every statement unnamed), while database creation, migrations and the
+// tests' own inspection connect directly.
 
-// pgBouncer is a pgbouncer process in front of the test server.
-type pgBouncer struct {
-	addr     string // 127.0.0.1:port
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	dir      string // its configuration and log
-	stopping atomic.Bool
+// pgbouncerPass reports whether this run is the pgbouncer pass.
+func pgbouncerPass() bool { return os.Getenv("TEST_PGBOUNCER") != "" }
+
+// serviceURL is the URL the service under test reaches dbURL's database by:
+// through pgbouncer in the pgbouncer pass, else dbURL itself. Whatever must
+// not go through a transaction-mode pooler (creating databases, migrations,
+// session-level locks of the tests) uses dbURL directly.
+func (db *testDatabase) serviceURL(dbURL string) string {
+	if db.pooler != nil {
+		return db.pooler.URL(dbURL)
+	}
+	return dbURL
 }
 
-func findPgBouncer() (string, error) {
-	if p, err := exec.LookPath("pgbouncer"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/pgbouncer", "/usr/local/bin/pgbouncer", "/opt/homebrew/bin/pgbouncer"} {
-		if isExecutable(p) {
-			return p, nil
-		}
-	}
-	return "", errors.New("TEST_PGBOUNCER is set but there is no pgbouncer (Debian: apt-get install pgbouncer)")
-}
-
-// startPgBouncer starts pgbouncer in transaction pooling mode, forwarding
-// every database name to the server that serverURL points at.
-func startPgBouncer(ctx context.Context, serverURL string) (*pgBouncer, error) {
-	bin, err := findPgBouncer()
-	if err != nil {
-		return nil, err
-	}
-	server, err := pgconn.ParseConfig(serverURL)
-	if err != nil {
-		return nil, err
-	}
-	upstream := []string{"host=" + server.Host, "port=" + strconv.Itoa(int(server.Port)), "user=" + server.User}
-	if server.Password != "" {
-		upstream = append(upstream, "password="+server.Password)
-	}
-	for _, kv := range upstream {
-		if strings.ContainsAny(kv, " '\"\\\n") {
-			return nil, fmt.Errorf("pgbouncer: cannot pass %q in its connection string", strings.SplitN(kv, "=", 2)[0])
-		}
-	}
-	// pgbouncer refuses to run as root: run it as the postgres user, as the
-	// launcher runs the cluster.
-	owner, err := postgresOwner()
-	if err != nil {
-		return nil, err
-	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "tasks-test-pgbouncer-")
-	if err != nil {
-		return nil, err
-	}
-	fail := func(err error) (*pgBouncer, error) {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	b := &pgBouncer{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), exited: make(chan struct{}), dir: dir}
-	// auth_type=any: clients are not authenticated and every server
-	// connection logs in as the user named in [databases]. Idle server
-	// connections close soon, so the many short-lived test databases do not
-	// pile up connections on the server. After a failed server login
-	// pgbouncer fails every client for server_login_retry (15s by default)
-	// before it tries the server again; 1s lets the outage test see how fast
-	// the service itself recovers.
-	ini := fmt.Sprintf(`[databases]
-* = %s
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = %d
-unix_socket_dir =
-auth_type = any
-pool_mode = transaction
-max_client_conn = 2000
-default_pool_size = 10
-server_idle_timeout = 5
-server_login_retry = 1
-logfile = %s
-`, strings.Join(upstream, " "), port, filepath.Join(dir, "pgbouncer.log"))
-	conf := filepath.Join(dir, "pgbouncer.ini")
-	if err := os.WriteFile(conf, []byte(ini), 0o600); err != nil {
-		return fail(err)
-	}
-	if err := owner.chown(dir); err != nil {
-		return fail(err)
-	}
-	b.cmd = exec.Command(bin, conf)
-	b.cmd.SysProcAttr = postgresProcAttr(owner)
-	if err := b.cmd.Start(); err != nil {
-		return fail(fmt.Errorf("start pgbouncer: %w", err))
-	}
-	go func() {
-		err := b.cmd.Wait()
-		if !b.stopping.Load() { // every later test would fail for want of it: say why
-			fmt.Fprintf(os.Stderr, "pgbouncer exited unexpectedly (%v); its log ends:\n%s\n", err, b.logTail())
-		}
-		close(b.exited)
-	}()
-	if err := b.waitListening(ctx, 10*time.Second); err != nil {
-		b.stop()
-		return nil, err
-	}
-	return b, nil
-}
-
-func (b *pgBouncer) waitListening(ctx context.Context, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		conn, err := net.DialTimeout("tcp", b.addr, time.Second)
-		if err == nil {
-			return conn.Close()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pgbouncer did not listen on %s within %s: %w\n%s", b.addr, limit, err, b.logTail())
-		}
-		select {
-		case <-b.exited:
-			return fmt.Errorf("pgbouncer exited while starting:\n%s", b.logTail())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-func (b *pgBouncer) logTail() string {
-	out, _ := os.ReadFile(filepath.Join(b.dir, "pgbouncer.log"))
-	return tail(out, 2000)
-}
-
-// stop shuts pgbouncer down at once (SIGTERM), and removes its directory.
-func (b *pgBouncer) stop() {
-	defer os.RemoveAll(b.dir)
-	b.stopping.Store(true)
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-b.exited:
-	case <-time.After(10 * time.Second):
-		_ = b.cmd.Process.Kill()
-		<-b.exited
-	}
-}
-
-// url is dbURL's database reached through pgbouncer; the other parameters of
-// dbURL (pool settings, for example) are kept.
-func (b *pgBouncer) url(dbURL string) string {
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		panic(err)
-	}
-	q := u.Query()
-	for _, k := range []string{"host", "port", "user", "password"} {
-		q.Del(k)
-	}
-	q.Set("sslmode", "disable")
-	u.Host = b.addr
-	u.User = url.User("tasks") // any name: auth_type=any ignores it
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+// servicePoolOptions are the pool options of the service under test: pooled
+// behind pgbouncer (or when TEST_POOLED asks for the pooled settings alone).
+func servicePoolOptions() poolOptions {
+	return poolOptions{Pooled: pgbouncerPass() || os.Getenv("TEST_POOLED") != ""}
 }

@@ -28,6 +28,8 @@ type reminderScheduler struct {
 	now   func() time.Time
 	tick  time.Duration
 	fired atomic.Int64 // reminders this instance fired
+
+	onFired func(n int) // told how many a round fired (the metrics); nil: nobody
 }
 
 // reminderBatch is how many due reminders a round starts from.
@@ -58,9 +60,20 @@ func (s *reminderScheduler) fireDue(ctx context.Context, now time.Time) (int, er
 		n, err := s.store.FireReminders(ctx, now, reminderBatch)
 		total += n
 		s.fired.Add(int64(n))
+		if s.onFired != nil && n > 0 {
+			s.onFired(n)
+		}
 		if err != nil || n < reminderBatch {
 			return total, err
 		}
+	}
+}
+
+// countRemindersFired adds to tasks_reminders_fired_total; m may be nil
+// (no METRICS_ADDR).
+func (m *metrics) countRemindersFired(n int) {
+	if m != nil {
+		m.remindersFired.Add(float64(n))
 	}
 }
 

@@ -21,6 +21,7 @@ type deps struct {
 	feed     *syncFeed
 	events   *eventStreams
 	draining func() bool // the server is shutting down: /readyz answers 503; nil: never
+	metrics  *metrics    // nil: none
 }
 
 // newHandler assembles the service: the routes, then the middleware that
@@ -32,7 +33,7 @@ func newHandler(d deps) http.Handler {
 	h = limitRequestSize(h)
 	h = recoverPanics(d.log)(h)
 	h = allowCORS(d.origins)(h)
-	h = logRequests(d.log)(h)
+	h = logRequests(d.log, d.metrics)(h)
 	return h
 }
 
@@ -46,15 +47,16 @@ func addRoutes(mux *http.ServeMux, d deps) {
 	if timeout == 0 {
 		timeout = requestDeadline
 	}
-	apiWithDeadline := func(deadline time.Duration, h txHandler) apiHandler {
-		return authenticate(d.verifier)(
+	chain := func(auth func(apiHandler) apiHandler, deadline time.Duration, h txHandler) apiHandler {
+		return auth(
 			limitRate(d.limiter)(
 				requireOwnPath(
 					failFastWhenDown(d.gate)(
 						withDeadline(deadline)(
 							idempotent(d.store)(h))))))
 	}
-	api := func(h txHandler) apiHandler { return apiWithDeadline(timeout, h) }
+	bearer := authenticate(d.verifier)
+	api := func(h txHandler) apiHandler { return chain(bearer, timeout, h) }
 	handle := func(pattern string, h apiHandler) { mux.Handle(pattern, serveRoute(pattern, h)) }
 
 	handle("GET /api/{user_id}/tasks", api(handleTaskList))
@@ -73,17 +75,12 @@ func addRoutes(mux *http.ServeMux, d deps) {
 	handle("GET /api/{user_id}/reminders", api(handleReminders))
 
 	// A long poll waits up to maxChangesWait on top of its database work.
-	handle("GET /api/{user_id}/changes", apiWithDeadline(timeout+maxChangesWait*time.Second, handleChanges(d.feed)))
+	handle("GET /api/{user_id}/changes", chain(bearer, timeout+maxChangesWait*time.Second, handleChanges(d.feed)))
 
 	// A stream has no deadline (each of its reads has one), and an
 	// EventSource authenticates with a ticket.
 	handle("POST /api/{user_id}/events/tickets", api(handleEventTicket))
-	handle("GET /api/{user_id}/events",
-		acceptTicket(d.store, authenticate(d.verifier))(
-			limitRate(d.limiter)(
-				requireOwnPath(
-					failFastWhenDown(d.gate)(
-						idempotent(d.store)(handleEvents(d.events)))))))
+	handle("GET /api/{user_id}/events", chain(acceptTicket(d.store, bearer), 0, handleEvents(d.events)))
 
 	handle("GET /healthz", handleHealthz)
 	handle("GET /readyz", handleReadyz(d.ready, d.draining))
@@ -124,8 +121,13 @@ func requireOwnPath(next apiHandler) apiHandler {
 	}
 }
 
+// withDeadline bounds the request's work; 0: no bound (an event stream, whose
+// every read has its own).
 func withDeadline(d time.Duration) func(apiHandler) apiHandler {
 	return func(next apiHandler) apiHandler {
+		if d == 0 {
+			return next
+		}
 		return func(w http.ResponseWriter, r *http.Request) error {
 			ctx, cancel := context.WithTimeout(r.Context(), d)
 			defer cancel()

@@ -34,7 +34,7 @@ func TestReadinessFailures(t *testing.T) {
 		url := newDatabase(t, true)
 		a := startAPI(t, func(o *apiOptions) { o.dbURL = url })
 		mustStatus(t, a.do(t, "GET", "/readyz", nil), http.StatusOK)
-		if err := adminExec(t.Context(), "DROP DATABASE "+databaseName(url)+" WITH (FORCE)"); err != nil {
+		if err := adminExec(t.Context(), testPG(t).adminURL, "DROP DATABASE "+databaseName(url)+" WITH (FORCE)"); err != nil {
 			t.Fatal(err)
 		}
 		r := mustStatus(t, a.do(t, "GET", "/readyz", nil), http.StatusServiceUnavailable)
@@ -125,7 +125,7 @@ func TestPanicRecovery(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /boom", func(http.ResponseWriter, *http.Request) { panic("kaboom") })
 	mux.HandleFunc("GET /fine", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, r, 200, []byte(`{}`)) })
-	srv := httptest.NewServer(logRequests(log)(recoverPanics(log)(mux)))
+	srv := httptest.NewServer(logRequests(log, nil)(recoverPanics(log)(mux)))
 	defer srv.Close()
 	a := &testAPI{URL: srv.URL, client: srv.Client()}
 

@@ -380,7 +380,8 @@ WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1)
 // (A transaction-mode pooler refuses that startup parameter; there the
 // request's deadline and pgx's cancel request bound the work, as above.)
 func TestDirectPoolSetsStatementTimeout(t *testing.T) {
-	pool, err := openPool(t.Context(), testPG.sharedURL, poolOptions{}, discardLog())
+	db := testPG(t)
+	pool, err := openPool(t.Context(), db.sharedURL, poolOptions{}, discardLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,15 +393,15 @@ func TestDirectPoolSetsStatementTimeout(t *testing.T) {
 	if got != "10s" {
 		t.Fatalf("statement_timeout %q on a direct connection, want 10s", got)
 	}
-	if testPG.pooler != nil {
+	if db.pooler != nil {
 		// Behind pgbouncer the service's pool sends none (pgbouncer would
 		// refuse the connection), so the server's default applies.
-		if err := testPG.shared.QueryRow(t.Context(), `SHOW statement_timeout`).Scan(&got); err != nil || got != "0" {
+		if err := db.shared.QueryRow(t.Context(), `SHOW statement_timeout`).Scan(&got); err != nil || got != "0" {
 			t.Fatalf("statement_timeout %q (%v) behind pgbouncer, want the server's default 0", got, err)
 		}
 	}
 	// An explicit setting in the URL wins.
-	pool2, err := openPool(t.Context(), withParam(testPG.sharedURL, "statement_timeout", "250ms"), poolOptions{}, discardLog())
+	pool2, err := openPool(t.Context(), withParam(db.sharedURL, "statement_timeout", "250ms"), poolOptions{}, discardLog())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,16 +35,19 @@ func handleTaskGet(w http.ResponseWriter, r *http.Request, q Queries) error {
 	if err != nil {
 		return err
 	}
-	t, err := q.GetTask(r.Context(), userIDFrom(r.Context()), id)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	body, version, err := q.GetTaskJSON(r.Context(), userIDFrom(r.Context()), id, (*buf)[:0])
+	*buf = body
 	if err != nil {
 		return err
 	}
-	if noneMatch(r.Header.Values("If-None-Match"), t.Version) {
-		w.Header().Set("ETag", etag(t.Version))
+	w.Header().Set("ETag", etag(version))
+	if noneMatch(r.Header.Values("If-None-Match"), version) {
 		w.WriteHeader(http.StatusNotModified)
 		return nil
 	}
-	writeTask(w, r, http.StatusOK, &t)
+	writeJSON(w, r, http.StatusOK, body)
 	return nil
 }
 
@@ -133,19 +136,19 @@ func handleTaskList(w http.ResponseWriter, r *http.Request, q Queries) error {
 			return nil
 		}
 	}
-	page, err := q.ListTasks(r.Context(), lq)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	page, err := q.ListTasksJSON(r.Context(), lq, (*buf)[:0])
+	*buf = page.Body
 	if err != nil {
 		return err
 	}
 	if page.More {
-		values.Set("cursor", cursorAfter(&page.Tasks[len(page.Tasks)-1], lq.Sort, lq.Desc).String())
+		values.Set("cursor", page.Next.String())
 		w.Header().Set("Link", "<"+r.URL.EscapedPath()+"?"+values.Encode()+`>; rel="next"`)
 	}
 	w.Header().Set("ETag", listETag(lq.User, page.Seq))
-	buf := getBuffer()
-	defer putBuffer(buf)
-	*buf = appendTasks(*buf, page.Tasks)
-	writeJSON(w, r, http.StatusOK, *buf)
+	writeJSON(w, r, http.StatusOK, page.Body)
 	return nil
 }
 

@@ -50,7 +50,8 @@ type options struct {
 	keep       bool
 	pool       int    // >0: the service's pool_max_conns
 	execMode   string // "": pgx's default; else default_query_exec_mode
-	out        string // markdown table
+	out        string // the markdown page (docs/performance.md)
+	command    string // this run's command line, to reproduce it
 	cpuProfile string // directory for one CPU profile of the service per scenario
 	soak       time.Duration
 	scale      bool
@@ -58,7 +59,7 @@ type options struct {
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
-	var o options
+	o := options{command: commandLine(args)}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	scenarios := fs.String("scenarios", strings.Join(scenarioNames(), ","), "comma-separated scenarios to run")
@@ -68,7 +69,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (service log, database, scripts)")
 	fs.IntVar(&o.pool, "pool", 0, "the service's pool_max_conns (0: the service's default); see -exec-mode")
 	fs.StringVar(&o.execMode, "exec-mode", "", "the service's default_query_exec_mode: cache_statement, cache_describe, describe_exec, exec or simple_protocol (empty: the service's default)")
-	fs.StringVar(&o.out, "out", "", "also write the table as markdown to this file")
+	fs.StringVar(&o.out, "out", "", "also write the results as a markdown page (machine, date, command, table) to this file, e.g. docs/performance.md")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the service during each scenario into this directory")
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the table: mixed load for this long, checking 5xx, RSS and goroutines")
 	fs.BoolVar(&o.scale, "scale", false, "instead of the table: list/get on small data, then on 1,000,000 tasks loaded by COPY; q search; EXPLAIN")
@@ -101,6 +102,23 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-explain-out needs -scale")
 	}
 	return o, nil
+}
+
+// commandLine is the command that runs the bench with args, quoted for a
+// POSIX shell where it must be.
+func commandLine(args []string) string {
+	words := []string{"go", "run", "./bench"}
+	for _, a := range args {
+		if a == "" || strings.ContainsFunc(a, func(r rune) bool { return !safeInShell(r) }) {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		words = append(words, a)
+	}
+	return strings.Join(words, " ")
+}
+
+func safeInShell(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=,:@%+", r)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -2,11 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"debug/buildinfo"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -51,14 +55,14 @@ func (r row) pgbenchCPU() cpuSplit {
 
 // table is the result of the default run.
 type table struct {
-	machine  string
+	host     host
 	settings string
 	rows     []row
 	peakRSS  int64 // kB
 }
 
 func (t table) write(w io.Writer) {
-	fmt.Fprintln(w, t.machine)
+	fmt.Fprintln(w, t.host)
 	fmt.Fprintln(w, t.settings)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -95,9 +99,41 @@ func (r row) verdict() string {
 	return "missed: " + strings.Join(missed, ",")
 }
 
+// page is the table as a markdown page of its own (docs/performance.md):
+// where and when it was measured, how to measure again, the results.
+func (t table) page(command string) string {
+	var b strings.Builder
+	h := t.host
+	b.WriteString("# Performance\n\n")
+	b.WriteString("The service under load, and its ceiling: PostgreSQL running the very same SQL through pgbench, with no HTTP " +
+		"in front. This page is written by the load benchmark ([bench/README.md](../bench/README.md) explains the " +
+		"method); to update it, run the command below again rather than editing it.\n\n")
+	b.WriteString("## Machine\n\n")
+	b.WriteString("| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| CPU | %s |\n", h.cpu)
+	fmt.Fprintf(&b, "| Cores | %d |\n", h.cores)
+	fmt.Fprintf(&b, "| Memory | %s |\n", h.memory)
+	fmt.Fprintf(&b, "| OS | %s |\n", h.os)
+	fmt.Fprintf(&b, "| Go | %s |\n", h.goVersion)
+	fmt.Fprintf(&b, "| PostgreSQL | %s |\n", h.postgres)
+	if h.revision != "" {
+		fmt.Fprintf(&b, "| Service | commit %s |\n", h.revision)
+	}
+	fmt.Fprintf(&b, "| Date | %s |\n", h.date.UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, "| Load average before the run | %s |\n\n", h.loadAverage)
+	b.WriteString("Load generator, service and PostgreSQL share the machine, as pgbench and PostgreSQL do for the ceiling; " +
+		"other work on it moves every number.\n\n")
+	b.WriteString("## Reproduce\n\n")
+	fmt.Fprintf(&b, "```sh\n%s\n```\n\n", command)
+	fmt.Fprintf(&b, "%s\n\n", t.settings)
+	b.WriteString("## Results\n\n")
+	b.WriteString(t.markdown())
+	return b.String()
+}
+
+// markdown is the results: the table, peak RSS, and CPU per request.
 func (t table) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s  \n%s\n\n", t.machine, t.settings)
 	b.WriteString("| scenario | service req/s | p50 | p99 | errors | pgbench tps | ratio | target |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range t.rows {
@@ -108,7 +144,7 @@ func (t table) markdown() string {
 	if !t.cpuMeasured() {
 		return b.String()
 	}
-	fmt.Fprintf(&b, "\n%s\n\n", cpuCaption)
+	fmt.Fprintf(&b, "\n## CPU per request\n\n%s\n\n", cpuCaption)
 	b.WriteString("| scenario | service | PostgreSQL | load generator | other | total | pgbench run: PostgreSQL | pgbench | other | total |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range t.rows {
@@ -150,19 +186,78 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float
 
 func mb(kb int64) string { return fmt.Sprintf("%.1f MB", float64(kb)/1024) }
 
-// machine describes where the run happened: the ratios depend on it.
-func machine(ctx context.Context, dbURL string) string {
-	pg := "PostgreSQL ?"
+// host is where the run happened: the ratios depend on it.
+type host struct {
+	cpu         string
+	cores       int
+	memory      string
+	os          string
+	goVersion   string // the service's toolchain
+	postgres    string
+	revision    string // the service's commit; "" when unknown
+	date        time.Time
+	loadAverage string
+}
+
+// describeHost looks at the machine, the database at dbURL and, when bin is
+// not "", the service's binary.
+func describeHost(ctx context.Context, dbURL, bin string) host {
+	h := host{cpu: cpuModel(), cores: runtime.NumCPU(), memory: memoryTotal(), os: osName(),
+		goVersion: runtime.Version(), postgres: "?", date: time.Now(), loadAverage: loadAverage()}
 	if conn, err := pgx.Connect(ctx, dbURL); err == nil {
 		var v string
 		if conn.QueryRow(ctx, "SHOW server_version").Scan(&v) == nil {
-			pg = "PostgreSQL " + v
+			h.postgres = v
 		}
 		conn.Close(ctx)
 	}
-	return fmt.Sprintf("Machine: %s, %d cores, %s/%s, %s, %s; load average before the run: %s", cpuModel(), runtime.NumCPU(),
-		runtime.GOOS, runtime.GOARCH, runtime.Version(), pg, loadAverage())
+	if bin != "" {
+		h.goVersion, h.revision = serviceBuild(ctx, bin)
+	}
+	return h
 }
+
+// serviceBuild reads the toolchain and the commit from the service's binary;
+// when it was built without VCS stamps (GOFLAGS=-buildvcs=false), it asks git
+// for the commit of the working tree the bench builds from.
+func serviceBuild(ctx context.Context, bin string) (goVersion, revision string) {
+	goVersion = runtime.Version()
+	modified := false
+	if info, err := buildinfo.ReadFile(bin); err == nil {
+		goVersion = info.GoVersion
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				revision = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+	}
+	if revision == "" {
+		out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output()
+		if err != nil {
+			return goVersion, ""
+		}
+		revision = strings.TrimSpace(string(out))
+		out, err = exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output()
+		modified = err == nil && len(bytes.TrimSpace(out)) > 0
+	}
+	revision = revision[:min(12, len(revision))]
+	if modified {
+		revision += " with uncommitted changes"
+	}
+	return goVersion, revision
+}
+
+// String is the host on one line, as the text output starts.
+func (h host) String() string {
+	return fmt.Sprintf("Machine: %s, %d cores, %s memory, %s, %s, PostgreSQL %s; load average before the run: %s",
+		h.cpu, h.cores, h.memory, h.os, h.goVersion, h.postgres, h.loadAverage)
+}
+
+// machine describes where the run happened, on one line.
+func machine(ctx context.Context, dbURL string) string { return describeHost(ctx, dbURL, "").String() }
 
 // loadAverage is the 1-minute load average: other work on the machine
 // takes CPU from the measurement.
@@ -172,6 +267,41 @@ func loadAverage() string {
 		return "?"
 	}
 	return strings.Fields(string(b))[0]
+}
+
+// memoryTotal is MemTotal of /proc/meminfo.
+func memoryTotal() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, value, ok := strings.Cut(line, ":"); ok && name == "MemTotal" {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
+			if err != nil {
+				return "?"
+			}
+			return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return "?"
+}
+
+// osName is the distribution (os-release's PRETTY_NAME), the kernel and the
+// platform, as far as they can be read.
+func osName() string {
+	parts := []string{}
+	if b, err := os.ReadFile("/etc/os-release"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+				parts = append(parts, strings.Trim(v, `"`))
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		parts = append(parts, "kernel "+strings.TrimSpace(string(b)))
+	}
+	return strings.Join(append(parts, runtime.GOOS+"/"+runtime.GOARCH), ", ")
 }
 
 func cpuModel() string {

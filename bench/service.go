@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,6 +17,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tasks-api/internal/localpg"
+	"tasks-api/internal/testbed"
 )
 
 // service is one running tasks-api process.
@@ -49,22 +51,6 @@ func newSecret() []byte {
 	return []byte(hex.EncodeToString(b))
 }
 
-// buildService compiles the service of the module the bench belongs to.
-func buildService(ctx context.Context, w *workspace) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
-	bin := filepath.Join(w.dir, "tasks-api")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
 // serviceSpec says how to start one instance.
 type serviceSpec struct {
 	name        string // names its working directory and log file
@@ -82,7 +68,7 @@ func startService(ctx context.Context, w *workspace, spec serviceSpec) (*service
 	if err := os.MkdirAll(workDir, 0o755); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := testbed.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +94,7 @@ func startService(ctx context.Context, w *workspace, spec serviceSpec) (*service
 		exited:  make(chan struct{}),
 	}
 	if spec.debug {
-		dport, err := freePort()
+		dport, err := testbed.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -154,16 +140,6 @@ func serviceEnv(set map[string]string) []string {
 	return env
 }
 
-// freePort asks the kernel for a port that is free now.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // waitReady polls /readyz: the first start creates a cluster (initdb), which
 // takes a few seconds.
 func (s *service) waitReady(ctx context.Context, limit time.Duration) error {
@@ -193,18 +169,7 @@ func (s *service) waitReady(ctx context.Context, limit time.Duration) error {
 // stop asks for a graceful shutdown (SIGINT, as Ctrl-C would), which also
 // stops the embedded PostgreSQL; it kills the process if that takes too long.
 func (s *service) stop() {
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-s.exited:
-	case <-time.After(45 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
+	testbed.Stop(s.cmd.Process, s.exited, os.Interrupt, 45*time.Second)
 }
 
 func (s *service) running() bool {
@@ -218,29 +183,24 @@ func (s *service) running() bool {
 
 func (s *service) pid() int { return s.cmd.Process.Pid }
 
-// socketDir is where the embedded cluster listens (devdb.go: DATA_DIR/run).
-func (s *service) socketDir() string { return filepath.Join(s.dataDir, "run") }
+// socketDir is where the embedded cluster listens.
+func (s *service) socketDir() string { return localpg.SocketDir(s.dataDir) }
 
 // databaseURL connects to the embedded cluster as the service does.
 func (s *service) databaseURL(extra url.Values) string {
-	q := url.Values{"host": {s.socketDir()}, "port": {"5432"}, "user": {"postgres"}, "sslmode": {"disable"}}
+	u, err := url.Parse(localpg.SocketURL(s.socketDir(), "postgres"))
+	if err != nil {
+		panic(err)
+	}
+	q := u.Query()
 	for k, v := range extra {
 		q[k] = v
 	}
-	return "postgres:///postgres?" + q.Encode()
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
-func (s *service) logTail(lines int) string {
-	b, err := os.ReadFile(s.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
-}
+func (s *service) logTail(lines int) string { return testbed.Tail(s.logPath, lines) }
 
 // memoryKB reads a Vm* line of /proc/PID/status: VmHWM is the peak resident
 // set, VmRSS the current one.

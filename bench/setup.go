@@ -9,10 +9,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"tasks-api/internal/testbed"
 )
 
 // setup is the service under test on a fresh database seeded through its API.
 type setup struct {
+	bin    string   // the service's binary
 	svc    *service // measured
 	db     *service // runs the embedded cluster: svc itself, unless svc needs a DATABASE_URL
 	client *http.Client
@@ -27,11 +30,11 @@ type setup struct {
 // the measured one connects to it over the same socket.
 func startSetup(ctx context.Context, o options, w *workspace, debug bool, progress io.Writer) (*setup, error) {
 	fmt.Fprintln(progress, "building the service")
-	bin, err := buildService(ctx, w)
+	bin, err := testbed.BuildService(ctx, w.dir)
 	if err != nil {
 		return nil, err
 	}
-	s := &setup{secret: newSecret(), client: newClient(o.conns)}
+	s := &setup{bin: bin, secret: newSecret(), client: newClient(o.conns)}
 	spec := serviceSpec{name: "service", bin: bin, secret: s.secret, dataDir: filepath.Join(w.dir, "data"), debug: debug}
 	custom := o.pool > 0 || o.execMode != ""
 	if custom {

@@ -29,7 +29,7 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 		return err
 	}
 	t := table{
-		machine: machine(ctx, s.db.databaseURL(nil)),
+		host: describeHost(ctx, s.db.databaseURL(nil), s.bin),
 		settings: fmt.Sprintf("Load: %d connections with keep-alive, a random user of %d per request, %s per scenario after %s of warm-up. "+
 			"Service: RATE_LIMIT=0 (the default 50 requests/s per user would refuse this load), %s, request log at info level to a file. "+
 			"Ceiling: pgbench -c %d -j %d -M prepared, the same SQL on the same database.",
@@ -56,7 +56,7 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 
 	t.write(stdout)
 	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(t.markdown()), 0o644); err != nil {
+		if err := os.WriteFile(o.out, []byte(t.page(o.command)), 0o644); err != nil {
 			return err
 		}
 		fmt.Fprintf(progress, "wrote %s\n", o.out)

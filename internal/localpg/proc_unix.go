@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package localpg
 
 import (
 	"bytes"
@@ -68,8 +68,8 @@ func processAlive(pid int) bool {
 
 func signalProcess(pid int, sig syscall.Signal) error { return syscall.Kill(pid, sig) }
 
-// isPostgresProcess reports whether pid is a running postgres server process.
-func isPostgresProcess(pid int) bool {
+// IsPostgresProcess reports whether pid is a running postgres server process.
+func IsPostgresProcess(pid int) bool {
 	if !processAlive(pid) {
 		return false
 	}

@@ -1,9 +1,9 @@
 //go:build unix && !linux
 
-package main
+package localpg
 
 import "syscall"
 
 // setParentDeathSignal has no equivalent here; an orphaned cluster is stopped
-// by the next start instead (see localPostgres.reclaim).
+// by the next start instead (see Server.reclaim).
 func setParentDeathSignal(*syscall.SysProcAttr) {}

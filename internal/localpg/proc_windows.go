@@ -1,4 +1,4 @@
-package main
+package localpg
 
 import (
 	"errors"
@@ -23,4 +23,4 @@ func (*osUser) chown(string) error                  { return nil }
 func postgresProcAttr(*osUser) *syscall.SysProcAttr { return nil }
 func processAlive(int) bool                         { return false }
 func signalProcess(int, os.Signal) error            { return errors.ErrUnsupported }
-func isPostgresProcess(int) bool                    { return false }
+func IsPostgresProcess(int) bool                    { return false }

@@ -7,200 +7,17 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"tasks-api/internal/pgtest"
 )
 
-// pgTempDir is a fresh directory the postgres user can reach when the tests
-// run as root (t.TempDir's parent is private to root).
-func pgTempDir(t *testing.T) string {
-	t.Helper()
-	if _, err := findPostgresBinaries(""); errors.Is(err, errNoPostgresBinaries) {
-		t.Skip("no local PostgreSQL server binaries; the launcher cannot be tested here")
-	}
-	dir, err := os.MkdirTemp("", "tasks-launcher-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-func startLocal(t *testing.T, dir string) *localPostgres {
-	t.Helper()
-	return startLocalWith(t, dir, localPGOptions{Ephemeral: true})
-}
-
-func startLocalWith(t *testing.T, dir string, opts localPGOptions) *localPostgres {
-	t.Helper()
-	pg, err := startLocalPostgres(t.Context(), dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopLocal(t, pg) })
-	return pg
-}
-
-func stopLocal(t *testing.T, pg *localPostgres) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := pg.Stop(ctx); err != nil {
-		t.Errorf("stop: %v", err)
-	}
-}
-
-func queryInt(t *testing.T, url, sql string) int {
-	t.Helper()
-	conn, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var n int
-	if err := conn.QueryRow(t.Context(), sql).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func execSQL(t *testing.T, url, sql string) {
-	t.Helper()
-	conn, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(t.Context(), sql); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestLocalPostgresRestartKeepsData(t *testing.T) {
-	dir := pgTempDir(t)
-	pg := startLocal(t, dir)
-	execSQL(t, pg.URL(), `CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)`)
-	if fi, err := os.Stat(pg.sockDir); err != nil || !fi.IsDir() || pg.sockDir != filepath.Join(dir, "run") {
-		t.Fatalf("socket dir %s: %v", pg.sockDir, err)
-	}
-	stopLocal(t, pg)
-	select {
-	case <-pg.Exited():
-	default:
-		t.Fatal("postmaster still running after Stop")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "postgres", "postmaster.pid")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("postmaster.pid left after a clean stop: %v", err)
-	}
-
-	pg2 := startLocal(t, dir)
-	if n := queryInt(t, pg2.URL(), `SELECT n FROM kept`); n != 42 {
-		t.Fatalf("data after restart: %d", n)
-	}
-	// Only a Unix socket: no TCP listener.
-	if got := queryInt(t, pg2.URL(), `SELECT count(*) FROM pg_settings WHERE name = 'listen_addresses' AND setting = ''`); got != 1 {
-		t.Fatal("listen_addresses is not empty")
-	}
-}
-
-// A postmaster killed outright leaves postmaster.pid behind; the next start recovers.
-func TestLocalPostgresRecoversStalePID(t *testing.T) {
-	dir := pgTempDir(t)
-	pg := startLocalWith(t, dir, localPGOptions{}) // durable, as `go run .` runs it
-	execSQL(t, pg.URL(), `CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)`)
-	if err := pg.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-pg.Exited()
-	pidFile := filepath.Join(dir, "postgres", "postmaster.pid")
-	if _, err := os.Stat(pidFile); err != nil {
-		t.Fatalf("expected a stale postmaster.pid: %v", err)
-	}
-	waitNoBackends(t, dir)
-
-	pg2 := startLocal(t, dir)
-	if n := queryInt(t, pg2.URL(), `SELECT n FROM kept`); n != 7 {
-		t.Fatalf("data after crash recovery: %d", n)
-	}
-}
-
-// waitNoBackends waits for the backends of a killed postmaster to notice and exit.
-func waitNoBackends(t *testing.T, dir string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		out, _ := exec.Command("pgrep", "-f", filepath.Join(dir, "postgres")).Output()
-		if strings.TrimSpace(string(out)) == "" {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// A postmaster whose service died without stopping it is stopped and replaced.
-func TestLocalPostgresStopsOrphan(t *testing.T) {
-	dir := pgTempDir(t)
-	pg := startLocal(t, dir)
-	if err := os.WriteFile(filepath.Join(dir, "service.pid"), []byte(strconv.Itoa(deadPID(t))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pg2 := startLocal(t, dir)
-	select {
-	case <-pg.Exited():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the orphaned postmaster is still running")
-	}
-	if n := queryInt(t, pg2.URL(), `SELECT 1`); n != 1 {
-		t.Fatal("new cluster does not answer")
-	}
-}
-
-// A postmaster that belongs to another running service is left alone.
-func TestLocalPostgresRefusesSecondInstance(t *testing.T) {
-	dir := pgTempDir(t)
-	pg := startLocal(t, dir)
-	other := exec.Command("sleep", "60")
-	if err := other.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
-	if err := os.WriteFile(filepath.Join(dir, "service.pid"), []byte(strconv.Itoa(other.Process.Pid)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err := startLocalPostgres(t.Context(), dir, localPGOptions{Ephemeral: true})
-	if err == nil || !strings.Contains(err.Error(), "another running instance") {
-		t.Fatalf("want a refusal, got %v", err)
-	}
-	if n := queryInt(t, pg.URL(), `SELECT 1`); n != 1 {
-		t.Fatal("the first cluster was disturbed")
-	}
-}
-
-func TestFindPostgresBinariesForAnotherVersion(t *testing.T) {
-	_ = pgTempDir(t) // skips without binaries
-	_, err := findPostgresBinaries("9")
-	if err == nil || !strings.Contains(err.Error(), "created by PostgreSQL 9") {
-		t.Fatalf("want an error naming the cluster's version, got %v", err)
-	}
-}
-
-func deadPID(t *testing.T) int {
-	t.Helper()
-	c := exec.Command("true")
-	if err := c.Run(); err != nil {
-		t.Fatal(err)
-	}
-	return c.Process.Pid
-}
-
-// ---- the service as `go run .` runs it ---------------------------------------
+// The service as `go run .` runs it: run() with an environment, its
+// commands, its embedded PostgreSQL (internal/localpg), and its shutdown.
 
 // runningService is run() in a goroutine, as main calls it.
 type runningService struct {
@@ -267,7 +84,7 @@ func (s *runningService) shutdown(t *testing.T) error {
 // `go run .` with nothing configured: an embedded cluster, a dev secret, a
 // curl line that works as printed, and a clean stop that leaves no server.
 func TestRunEmbeddedDevMode(t *testing.T) {
-	dir := pgTempDir(t)
+	dir := pgtest.ClusterDir(t)
 	s := startRun(t, map[string]string{"DATA_DIR": dir})
 	curlLine := regexp.MustCompile(`curl -H 'Authorization: Bearer ([^']+)' (http://\S+/api/me/tasks)\n`)
 	var m []string
@@ -372,7 +189,7 @@ func TestShutdownLetsInFlightRequestFinish(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("run did not return after the in-flight request finished")
 	}
-	if n := queryInt(t, dbURL, `SELECT count(*) FROM tasks WHERE user_id = 'shutdown-user'`); n != 1 {
+	if n := pgtest.QueryInt(t, dbURL, `SELECT count(*) FROM tasks WHERE user_id = 'shutdown-user'`); n != 1 {
 		t.Fatalf("task stored %d times", n)
 	}
 }
@@ -418,24 +235,5 @@ func TestMigrateCommand(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"migrate", "sideways"}, env, &out, &syncBuffer{}); err == nil {
 		t.Fatal("want a usage error")
-	}
-}
-
-// With no server binaries anywhere and no DATABASE_URL, the service exits
-// and says what to do.
-func TestRunWithoutBinariesSaysWhatToDo(t *testing.T) {
-	saved := postgresBinPatterns
-	postgresBinPatterns = nil
-	t.Cleanup(func() { postgresBinPatterns = saved })
-	t.Setenv("PATH", t.TempDir())
-
-	err := run(t.Context(), nil, envMap(map[string]string{"DATA_DIR": t.TempDir(), "PORT": "0"}), &syncBuffer{}, &syncBuffer{})
-	if err == nil {
-		t.Fatal("run started without a database")
-	}
-	for _, want := range []string{"no PostgreSQL server binaries", "install PostgreSQL", "DATABASE_URL", "docker compose up -d db"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("the error does not mention %q:\n%v", want, err)
-		}
 	}
 }

@@ -1,4 +1,10 @@
-package main
+// Package localpg runs a private PostgreSQL cluster from the server binaries
+// installed on this machine: the default database of `go run .`, and the last
+// resort of the tests. The cluster lives in one directory and listens only on
+// a Unix socket inside it; a run that was killed is cleaned up by the next
+// start (a stale postmaster.pid, or an orphaned postmaster), and on Linux the
+// server stops by itself when the process that started it dies.
+package localpg
 
 import (
 	"bytes"
@@ -20,10 +26,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// localPostgres is a private PostgreSQL cluster run from the server binaries
-// installed on this machine: the default database of `go run .`, and the last
-// resort of the tests. It listens only on a Unix socket inside its directory.
-type localPostgres struct {
+// Server is a running cluster, started by Start.
+type Server struct {
 	dir     string // holds postgres/ (the cluster), run/ (the socket), postgres.log
 	dataDir string
 	sockDir string
@@ -33,17 +37,21 @@ type localPostgres struct {
 	log     *slog.Logger
 }
 
-type localPGOptions struct {
+// Options say how Start runs the cluster.
+type Options struct {
 	// Ephemeral trades durability for speed (fsync off); for test clusters only.
 	Ephemeral bool
-	Log       *slog.Logger
+	Log       *slog.Logger // nil: no log
 }
 
-const localPGPort = 5432 // only names the socket file; no TCP port is opened
+const port = 5432 // only names the socket file; no TCP port is opened
 
-// startLocalPostgres creates the cluster under dir on first use, starts it and
-// waits until it accepts connections.
-func startLocalPostgres(ctx context.Context, dir string, opts localPGOptions) (*localPostgres, error) {
+// Start creates the cluster under dir on first use, starts it and waits until
+// it accepts connections. dir holds postgres/ (the cluster), run/ (the
+// socket), postgres.log, and service.pid (the process that started it). When
+// this process runs as root, the cluster runs as the postgres user, because
+// PostgreSQL refuses to run as root.
+func Start(ctx context.Context, dir string, opts Options) (*Server, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -65,10 +73,10 @@ func startLocalPostgres(ctx context.Context, dir string, opts localPGOptions) (*
 			return nil, err
 		}
 	}
-	p := &localPostgres{
+	p := &Server{
 		dir:     dir,
 		dataDir: filepath.Join(dir, "postgres"),
-		sockDir: filepath.Join(dir, "run"),
+		sockDir: SocketDir(dir),
 		exited:  make(chan struct{}),
 		log:     log,
 	}
@@ -77,7 +85,7 @@ func startLocalPostgres(ctx context.Context, dir string, opts localPGOptions) (*
 	if v, err := os.ReadFile(filepath.Join(p.dataDir, "PG_VERSION")); err == nil {
 		wantMajor = strings.TrimSpace(string(v))
 	}
-	bin, err := findPostgresBinaries(wantMajor)
+	bin, err := findBinaries(wantMajor, p.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -107,21 +115,41 @@ func startLocalPostgres(ctx context.Context, dir string, opts localPGOptions) (*
 }
 
 // URL connects as the superuser to the default database over the socket.
-func (p *localPostgres) URL() string { return p.DatabaseURL("postgres") }
+func (p *Server) URL() string { return p.DatabaseURL("postgres") }
 
 // DatabaseURL connects as the superuser to the named database over the socket.
-func (p *localPostgres) DatabaseURL(db string) string {
+func (p *Server) DatabaseURL(db string) string { return SocketURL(p.sockDir, db) }
+
+// SocketDir is where a cluster started under dir listens, unless that path is
+// too long for a Unix socket (then Start picks a short directory under /tmp).
+// With SocketURL, it lets another process reach the cluster of a running
+// service.
+func SocketDir(dir string) string { return filepath.Join(dir, "run") }
+
+// SocketURL connects as the superuser to database db of the cluster that
+// listens in socketDir.
+func SocketURL(socketDir, db string) string {
 	return fmt.Sprintf("postgres:///%s?host=%s&port=%d&user=postgres&sslmode=disable",
-		url.PathEscape(db), url.QueryEscape(p.sockDir), localPGPort)
+		url.PathEscape(db), url.QueryEscape(socketDir), port)
 }
 
 // Exited is closed when the postmaster exits, whoever stopped it.
-func (p *localPostgres) Exited() <-chan struct{} { return p.exited }
+func (p *Server) Exited() <-chan struct{} { return p.exited }
+
+// Kill ends the postmaster with SIGKILL, as a crash would, and returns at
+// once: its backends live on for a moment, and the next Start recovers the
+// cluster. For fault tests.
+func (p *Server) Kill() error { return p.cmd.Process.Kill() }
+
+// ShutdownImmediate asks for an immediate shutdown (no checkpoint; crash
+// recovery at the next Start) and returns at once; Exited says when it is
+// done. For fault tests.
+func (p *Server) ShutdownImmediate() error { return p.cmd.Process.Signal(sigImmediateShutdown) }
 
 // Stop asks for a fast shutdown (clients are disconnected, a checkpoint is
 // written) and waits for it; when ctx ends first it escalates to an immediate
 // shutdown and then to SIGKILL.
-func (p *localPostgres) Stop(ctx context.Context) error {
+func (p *Server) Stop(ctx context.Context) error {
 	defer p.removeTempSocketDir()
 	if p.cmd == nil || p.cmd.Process == nil {
 		return nil
@@ -148,7 +176,25 @@ func (p *localPostgres) Stop(ctx context.Context) error {
 	return fmt.Errorf("stop PostgreSQL: %w", ctx.Err())
 }
 
-func (p *localPostgres) initdb(ctx context.Context, bin string, owner *osUser) error {
+// RunAsServerUser prepares cmd to run as Start runs the server: in a process
+// group of its own, stopped (on Linux) when this process dies, and, when this
+// process runs as root, as the postgres user, who is then given paths and
+// everything under them. For pgbouncer, which refuses to run as root too.
+func RunAsServerUser(cmd *exec.Cmd, paths ...string) error {
+	owner, err := postgresOwner()
+	if err != nil {
+		return err
+	}
+	for _, path := range paths {
+		if err := owner.chown(path); err != nil {
+			return err
+		}
+	}
+	cmd.SysProcAttr = postgresProcAttr(owner)
+	return nil
+}
+
+func (p *Server) initdb(ctx context.Context, bin string, owner *osUser) error {
 	if err := os.MkdirAll(p.dataDir, 0o700); err != nil {
 		return err
 	}
@@ -183,7 +229,7 @@ func (p *localPostgres) initdb(ctx context.Context, bin string, owner *osUser) e
 // reclaim makes sure no other postmaster serves the cluster, and clears what a
 // killed run left behind: a stale postmaster.pid, or an orphaned postmaster
 // whose service died without stopping it.
-func (p *localPostgres) reclaim(ctx context.Context) error {
+func (p *Server) reclaim(ctx context.Context) error {
 	pidFile := filepath.Join(p.dataDir, "postmaster.pid")
 	ownerFile := filepath.Join(p.dir, "service.pid")
 	b, err := os.ReadFile(pidFile)
@@ -194,7 +240,7 @@ func (p *localPostgres) reclaim(ctx context.Context) error {
 		return fmt.Errorf("read %s: %w", pidFile, err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	if pid > 0 && isPostgresProcess(pid) {
+	if pid > 0 && IsPostgresProcess(pid) {
 		if svc := readPID(ownerFile); svc > 0 && svc != os.Getpid() && processAlive(svc) {
 			return fmt.Errorf("PostgreSQL (pid %d) is already serving %s for another running instance (pid %d); stop that one first", pid, p.dataDir, svc)
 		}
@@ -203,7 +249,7 @@ func (p *localPostgres) reclaim(ctx context.Context) error {
 			return fmt.Errorf("stop orphaned PostgreSQL (pid %d): %w", pid, err)
 		}
 		deadline := time.Now().Add(30 * time.Second)
-		for isPostgresProcess(pid) {
+		for IsPostgresProcess(pid) {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("orphaned PostgreSQL (pid %d) on %s did not stop within 30s", pid, p.dataDir)
 			}
@@ -222,7 +268,7 @@ func (p *localPostgres) reclaim(ctx context.Context) error {
 	return nil
 }
 
-func (p *localPostgres) prepareSocketDir(owner *osUser) error {
+func (p *Server) prepareSocketDir(owner *osUser) error {
 	// A Unix socket path must fit in 108 bytes; deep checkouts fall back to /tmp.
 	if len(p.sockDir)+len("/.s.PGSQL.5432.lock") > 100 {
 		d, err := os.MkdirTemp("", "tasks-pg-")
@@ -240,7 +286,7 @@ func (p *localPostgres) prepareSocketDir(owner *osUser) error {
 	return owner.chown(p.sockDir)
 }
 
-func (p *localPostgres) start(bin string, owner *osUser, ephemeral bool) error {
+func (p *Server) start(bin string, owner *osUser, ephemeral bool) error {
 	logPath := filepath.Join(p.dir, "postgres.log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -251,7 +297,7 @@ func (p *localPostgres) start(bin string, owner *osUser, ephemeral bool) error {
 		"-c", "listen_addresses=",
 		"-c", "unix_socket_directories=" + p.sockDir,
 		"-c", "unix_socket_permissions=0700",
-		"-c", fmt.Sprintf("port=%d", localPGPort),
+		"-c", fmt.Sprintf("port=%d", port),
 	}
 	if ephemeral {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off",
@@ -276,7 +322,7 @@ func (p *localPostgres) start(bin string, owner *osUser, ephemeral bool) error {
 	return nil
 }
 
-func (p *localPostgres) waitReady(ctx context.Context, limit time.Duration) error {
+func (p *Server) waitReady(ctx context.Context, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
@@ -298,16 +344,20 @@ func (p *localPostgres) waitReady(ctx context.Context, limit time.Duration) erro
 	}
 }
 
-func (p *localPostgres) removeTempSocketDir() {
+func (p *Server) removeTempSocketDir() {
 	if p.tmpSock {
 		_ = os.RemoveAll(p.sockDir)
 	}
 }
 
-// findPostgresBinaries returns a directory holding initdb and postgres, looking
-// where each platform's packages install them; newest version first. When
-// wantMajor is set (an existing cluster), only that major version will do.
-func findPostgresBinaries(wantMajor string) (string, error) {
+// FindBinaries returns a directory holding initdb and postgres, looking where
+// each platform's packages install them, newest version first; the error is
+// ErrNoBinaries when there are none.
+func FindBinaries() (string, error) { return findBinaries("", "") }
+
+// findBinaries is FindBinaries for the cluster under clusterDir when
+// wantMajor is set: then only that major version will do.
+func findBinaries(wantMajor, clusterDir string) (string, error) {
 	var candidates []string
 	if p, err := exec.LookPath("postgres"); err == nil {
 		if real, err := filepath.EvalSymlinks(p); err == nil {
@@ -337,9 +387,9 @@ func findPostgresBinaries(wantMajor string) (string, error) {
 	}
 	if len(found) > 0 {
 		return "", fmt.Errorf("the local cluster was created by PostgreSQL %s, but only these binaries were found: %s;\n"+
-			"install PostgreSQL %s, or move %s aside to start a new cluster", wantMajor, strings.Join(found, ", "), wantMajor, defaultDataDir)
+			"install PostgreSQL %s, or move %s aside to start a new cluster", wantMajor, strings.Join(found, ", "), wantMajor, clusterDir)
 	}
-	return "", errNoPostgresBinaries
+	return "", ErrNoBinaries
 }
 
 // postgresBinPatterns are where packages install the server binaries, in
@@ -357,7 +407,8 @@ var postgresBinPatterns = []string{
 	"/usr/local/bin",
 }
 
-var errNoPostgresBinaries = errors.New(`no PostgreSQL server binaries (initdb, postgres) were found in PATH, ` +
+// ErrNoBinaries says that no server binaries were found, and what to do.
+var ErrNoBinaries = errors.New(`no PostgreSQL server binaries (initdb, postgres) were found in PATH, ` +
 	"`pg_config --bindir`, /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin or Homebrew's locations.\n" +
 	"Do one of these:\n" +
 	"  - install PostgreSQL (Debian/Ubuntu: sudo apt install postgresql; macOS: brew install postgresql@17)\n" +
