@@ -42,8 +42,16 @@ func newReminderScheduler(store *Store, now func() time.Time, log *slog.Logger) 
 	return &reminderScheduler{store: store, log: log, now: now, tick: time.Second}
 }
 
-// Run fires due reminders every second until ctx ends.
+// Run fires due reminders every second until ctx ends. The rounds run just
+// after each whole second: reminders are mostly set on whole minutes, so
+// they fire within a few tens of milliseconds, not anywhere up to a second.
 func (s *reminderScheduler) Run(ctx context.Context) {
+	now := s.now()
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(now.Truncate(s.tick).Add(s.tick + 20*time.Millisecond).Sub(now)):
+	}
 	every(ctx, s.tick, func(ctx context.Context) {
 		if _, err := s.fireDue(ctx, s.now()); err != nil && ctx.Err() == nil {
 			s.log.Warn("could not fire due reminders; retrying in a second", "error", err)
