@@ -291,9 +291,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	events := newEventStreams(store, feed, ev, log)
 	go events.keepAlive(gateCtx)
 	m := newMetrics(pool, events)
-	reminders := newReminderScheduler(store, time.Now, log) // on real time; tests call fireDue with theirs
-	reminders.onFired = m.countRemindersFired
-	go reminders.Run(gateCtx)
+	reminders := startTestScheduler(t, gateCtx, db.serviceURL(dbURL), store, m, log)
 	h := newHandler(deps{
 		log:      log,
 		store:    store,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,6 +20,26 @@ import (
 // tests move time by calling fireDue with the instant they want (the
 // schedulers' own loops run on real time, and the reminders here are hours
 // ahead of it), except TestReminderInRealTime.
+
+// startTestScheduler runs a test API's reminder scheduler, on real time
+// (tests call fireDue with the instant they want), over a pool of its own:
+// its rounds then never show in the API pool's statistics, by which tests
+// check that idle streams and long polls hold no connection. It tells the
+// API's notifier and metrics what it fires.
+func startTestScheduler(t testing.TB, ctx context.Context, dbURL string, api *Store, m *metrics, log *slog.Logger) *reminderScheduler {
+	t.Helper()
+	pool, err := openPool(ctx, dbURL, servicePoolOptions(), discardLog())
+	if err != nil {
+		t.Fatalf("open the scheduler's pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	store := newStore(pool, storeOptions{StatementTimeout: 10 * time.Second, LockTimeout: 5 * time.Second})
+	store.onChange = api.onChange
+	s := newReminderScheduler(store, time.Now, log)
+	s.onFired = m.countRemindersFired
+	go s.Run(ctx)
+	return s
+}
 
 // reminderJSON is a fired reminder as GET /reminders and a stream send it.
 type reminderJSON struct {
