@@ -275,8 +275,9 @@ BEGIN
     ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
         live_delta := 1;
     END IF;
-    INSERT INTO task_counts AS c (user_id, tasks, seq) VALUES (NEW.user_id, greatest(live_delta, 0), 1)
-    ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + live_delta, seq = c.seq + 1
+    -- Every user with a task has a row: the create statement makes it.
+    UPDATE task_counts SET tasks = tasks + live_delta, seq = seq + 1
+    WHERE user_id = NEW.user_id
     RETURNING seq INTO NEW.change_seq;
     RETURN NEW;
 END
