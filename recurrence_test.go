@@ -112,7 +112,7 @@ func TestNextOccurrence(t *testing.T) {
 			"2027-01-01T08:00:00Z", "", []string{"2027-01-02T08:00:00Z", "2027-01-03T08:00:00Z", "end"}},
 		{"UNTIL as a date includes that day", "FREQ=WEEKLY;UNTIL=20270111", "America/New_York", "",
 			"2027-01-04T23:00:00Z", "", []string{"2027-01-11T23:00:00Z", "end"}},
-		{"a rule that never matches ends", "FREQ=MONTHLY;BYDAY=5MO;BYMONTHDAY=1", "UTC", "",
+		{"a rule that never matches ends", "FREQ=YEARLY;BYMONTH=4;BYMONTHDAY=1;BYDAY=5MO", "UTC", "",
 			"2027-01-01T08:00:00Z", "", []string{"end"}},
 	}
 	for _, c := range cases {
