@@ -107,19 +107,23 @@ func benchTasks(n int) []Task {
 
 // jsonTask is Task as encoding/json would need it: the same fields, tagged.
 type jsonTask struct {
-	ID          int64      `json:"id"`
-	UserID      string     `json:"user_id"`
-	Title       string     `json:"title"`
-	Description string     `json:"description"`
-	Completed   bool       `json:"completed"`
-	CompletedAt *time.Time `json:"completed_at"`
-	Priority    string     `json:"priority"`
-	Tags        []string   `json:"tags"`
-	DueDate     *time.Time `json:"due_date"`
-	Version     int32      `json:"version"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-	DeletedAt   *time.Time `json:"deleted_at,omitempty"`
+	ID               int64       `json:"id"`
+	UserID           string      `json:"user_id"`
+	Title            string      `json:"title"`
+	Description      string      `json:"description"`
+	Completed        bool        `json:"completed"`
+	CompletedAt      *time.Time  `json:"completed_at"`
+	Priority         string      `json:"priority"`
+	Tags             []string    `json:"tags"`
+	DueDate          *time.Time  `json:"due_date"`
+	Version          int32       `json:"version"`
+	CreatedAt        time.Time   `json:"created_at"`
+	UpdatedAt        time.Time   `json:"updated_at"`
+	DeletedAt        *time.Time  `json:"deleted_at,omitempty"`
+	Recurrence       *Recurrence `json:"recurrence"`
+	Reminders        []string    `json:"reminders"`
+	SeriesID         *int64      `json:"series_id"`
+	NextOccurrenceID *int64      `json:"-"`
 }
 
 // BenchmarkEncodeTaskList encodes the hottest response, a page of 100

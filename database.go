@@ -87,6 +87,7 @@ type Queries struct {
 	db       dbtx
 	maxTasks int32             // per user
 	onChange func(user string) // told of a user's changed tasks once they are committed; nil: nobody
+	now      func() time.Time  // the clock of the domain's time-dependent rules (next occurrences)
 }
 
 // changed tells whoever waits for the user's changes (long polls, event
@@ -111,6 +112,7 @@ type storeOptions struct {
 	OnChange         func(user string) // told of each user whose tasks changed, after the commit
 	StatementTimeout time.Duration     // per statement, in every transaction; 0: the server's
 	LockTimeout      time.Duration     // per lock wait, in every transaction; 0: the server's
+	Now              func() time.Time  // the domain's clock; nil: time.Now
 }
 
 func newStore(pool *pgxpool.Pool, o storeOptions) *Store {
@@ -118,7 +120,11 @@ func newStore(pool *pgxpool.Pool, o storeOptions) *Store {
 	if o.MaxTasksPerUser > 0 {
 		quota = int32(o.MaxTasksPerUser)
 	}
-	s := &Store{Queries: Queries{maxTasks: quota, onChange: o.OnChange}, pool: pool, txBounds: beginSQL(o.StatementTimeout, o.LockTimeout)}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	s := &Store{Queries: Queries{maxTasks: quota, onChange: o.OnChange, now: now}, pool: pool, txBounds: beginSQL(o.StatementTimeout, o.LockTimeout)}
 	if pool != nil {
 		s.db = pool
 	}

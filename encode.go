@@ -99,6 +99,31 @@ func appendTask(b []byte, t *Task) []byte {
 	b = appendTime(b, t.CreatedAt)
 	b = append(b, `,"updated_at":`...)
 	b = appendTime(b, t.UpdatedAt)
+	b = append(b, `,"recurrence":`...)
+	if r := t.Recurrence; r != nil {
+		b = append(b, `{"rule":`...)
+		b = appendJSONString(b, r.Rule)
+		b = append(b, `,"time_zone":`...)
+		b = appendJSONString(b, r.TimeZone)
+		b = append(b, `,"from":`...)
+		b = appendJSONString(b, r.From)
+		b = append(b, '}')
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"reminders":[`...)
+	for i, d := range t.Reminders {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, d)
+	}
+	b = append(b, `],"series_id":`...)
+	if t.SeriesID != nil {
+		b = strconv.AppendInt(b, *t.SeriesID, 10)
+	} else {
+		b = append(b, "null"...)
+	}
 	if t.DeletedAt != nil { // only trashed tasks carry it
 		b = append(b, `,"deleted_at":`...)
 		b = appendTime(b, *t.DeletedAt)

@@ -19,7 +19,9 @@ import (
 // feed token (the client's Last-Event-ID, or now), replays what came after
 // it, then waits on the change notifier for more, so it resumes on any
 // instance without a gap or a repeat, and while idle it holds no database
-// connection. Its statements are in store_events.go.
+// connection. Reminders that fire take feed positions too, and go out as
+// reminder events in order with the changes. Its statements are in
+// store_events.go.
 
 // eventStreams serves the streams of this instance.
 type eventStreams struct {
@@ -211,21 +213,26 @@ func (es *eventStreams) stream(ctx context.Context, s *sseWriter, q Queries, id 
 	for {
 		more := true
 		for more {
-			var changes []Change
+			var events []streamEvent
 			var err error
 			readCtx, cancel := context.WithTimeout(ctx, requestDeadline)
-			changes, more, err = q.ChangesAfter(readCtx, id.Sub, pos, defaultChangesLimit)
+			events, more, err = q.StreamEventsAfter(readCtx, id.Sub, pos, defaultChangesLimit)
 			cancel()
 			if err != nil {
 				s.comment("the database is not available; reconnect")
 				s.flush()
 				return
 			}
-			for _, c := range changes {
-				s.event("change", tokens.encode(id.Sub, syncToken{Seq: c.Seq, Issued: time.Now()}), appendChange(nil, c))
-				pos = c.Seq
+			for _, e := range events {
+				token := tokens.encode(id.Sub, syncToken{Seq: e.Seq, Issued: time.Now()})
+				if e.Reminder != nil {
+					s.event("reminder", token, appendReminder(nil, e.Reminder, false))
+				} else {
+					s.event("change", token, appendChange(nil, *e.Change))
+				}
+				pos = e.Seq
 			}
-			es.sent.Add(int64(len(changes)))
+			es.sent.Add(int64(len(events)))
 		}
 		if s.flush() != nil {
 			return

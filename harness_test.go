@@ -205,6 +205,7 @@ type apiOptions struct {
 	dbURL     string // empty: the shared database
 	rateLimit float64
 	clock     func() time.Time // the rate limiter's; nil: time.Now
+	now       func() time.Time // the store's (next occurrences); nil: time.Now
 	maxTasks  int
 	verifier  verifierOptions
 	origins   []string
@@ -229,6 +230,8 @@ type testAPI struct {
 	feed    *syncFeed
 	events  *eventStreams
 	metrics *metrics
+
+	reminders *reminderScheduler
 }
 
 var userSeq atomic.Int64
@@ -264,7 +267,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	if lockTimeout == 0 {
 		lockTimeout = 5 * time.Second
 	}
-	store := newStore(pool, storeOptions{MaxTasksPerUser: o.maxTasks, StatementTimeout: 10 * time.Second, LockTimeout: lockTimeout})
+	store := newStore(pool, storeOptions{MaxTasksPerUser: o.maxTasks, StatementTimeout: 10 * time.Second, LockTimeout: lockTimeout, Now: o.now})
 	gateCtx, stopGate := context.WithCancel(context.Background())
 	t.Cleanup(stopGate)
 	listenURL := dbURL // directly, never through pgbouncer
@@ -288,6 +291,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	events := newEventStreams(store, feed, ev, log)
 	go events.keepAlive(gateCtx)
 	m := newMetrics(pool, events)
+	reminders := startTestScheduler(t, gateCtx, db.serviceURL(dbURL), store, m, log)
 	h := newHandler(deps{
 		log:      log,
 		store:    store,
@@ -308,7 +312,8 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return &testAPI{URL: srv.URL, client: &http.Client{Transport: contractTransport(t, srv.Client().Transport)},
-		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed, events: events, metrics: m}
+		store: store, pool: pool, dbURL: dbURL, logs: logs, opts: o, feed: feed, events: events, metrics: m,
+		reminders: reminders}
 }
 
 // newUser returns a user id no other test uses, and a valid token for it.

@@ -146,6 +146,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		purgeIdempotencyKeys(ctx, store, log)
 		purgeTrash(ctx, store, cfg.TrashRetention, cfg.SyncRetention, log)
 		purgeEventRecords(ctx, store, log)
+		purgeReminders(ctx, store, log)
 	})
 	var draining atomic.Bool
 	var m *metrics
@@ -157,6 +158,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 		}
 		defer stopMetrics()
 	}
+	reminders := newReminderScheduler(store, time.Now, log)
+	reminders.onFired = m.countRemindersFired
+	go reminders.Run(bgCtx)
 	if db.local != nil {
 		go watchLocalPostgres(bgCtx, db, log)
 	}

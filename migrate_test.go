@@ -54,7 +54,7 @@ func TestMigrateFreshThenRerunIsNoop(t *testing.T) {
 		t.Fatalf("rerun applied %d (%v), want 0", n, err)
 	}
 	var cols int
-	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.columns WHERE table_name = 'tasks'`).Scan(&cols); err != nil || cols != 15 {
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.columns WHERE table_name = 'tasks'`).Scan(&cols); err != nil || cols != 23 {
 		t.Fatalf("tasks has %d columns (%v)", cols, err)
 	}
 	st, err := m.Status(t.Context(), conn)

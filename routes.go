@@ -73,6 +73,7 @@ func addRoutes(mux *http.ServeMux, d deps) {
 	handle("POST /api/{user_id}/trash/{id}/restore", api(handleTrashRestore))
 	handle("DELETE /api/{user_id}/trash/{id}", api(handleTrashDelete))
 	handle("DELETE /api/{user_id}/trash", api(handleTrashEmpty))
+	handle("GET /api/{user_id}/reminders", api(handleReminders))
 
 	// A long poll waits up to maxChangesWait on top of its database work.
 	handle("GET /api/{user_id}/changes", chain(bearer, timeout+maxChangesWait*time.Second, handleChanges(d.feed)))

@@ -35,6 +35,12 @@ const (
 	colCreatedAt
 	colUpdatedAt
 	colDeletedAt
+	colRecurrenceRule
+	colRecurrenceTZ
+	colRecurrenceFrom
+	colReminders
+	colSeriesID
+	colNextOccurrenceID
 	taskColumnCount
 )
 
@@ -42,7 +48,8 @@ const (
 var taskColumnTypes = [taskColumnCount]uint32{
 	pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.BoolOID, pgtype.TimestamptzOID, pgtype.TextOID,
 	pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.Int4OID, pgtype.TimestamptzOID, pgtype.TimestamptzOID,
-	pgtype.TimestamptzOID,
+	pgtype.TimestamptzOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextArrayOID, pgtype.Int8OID,
+	pgtype.Int8OID,
 }
 
 // rowsAreBinary reports whether rows carry taskColumns as appendRawTask
@@ -95,6 +102,31 @@ func appendRawTask(b []byte, raw [][]byte, userID string) ([]byte, error) {
 	b = appendRawTime(b, raw[colCreatedAt])
 	b = append(b, `,"updated_at":`...)
 	b = appendRawTime(b, raw[colUpdatedAt])
+	b = append(b, `,"recurrence":`...)
+	if raw[colRecurrenceRule] != nil {
+		b = append(b, `{"rule":`...)
+		b = appendJSONString(b, raw[colRecurrenceRule])
+		b = append(b, `,"time_zone":`...)
+		b = appendJSONString(b, raw[colRecurrenceTZ])
+		b = append(b, `,"from":`...)
+		b = appendJSONString(b, raw[colRecurrenceFrom])
+		b = append(b, '}')
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"reminders":`...)
+	if b, err = appendRawTextArray(b, raw[colReminders]); err != nil {
+		return b, err
+	}
+	b = append(b, `,"series_id":`...)
+	switch len(raw[colSeriesID]) {
+	case 8:
+		b = strconv.AppendInt(b, int64(binary.BigEndian.Uint64(raw[colSeriesID])), 10)
+	case 0:
+		b = append(b, "null"...)
+	default:
+		return b, errBadRow
+	}
 	if raw[colDeletedAt] != nil {
 		b = append(b, `,"deleted_at":`...)
 		b = appendRawTime(b, raw[colDeletedAt])

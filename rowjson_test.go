@@ -20,12 +20,15 @@ func TestRawTaskJSONMatches(t *testing.T) {
 		`{"title":"tags","tags":["a","b c","ü"],"priority":"high","due_date":"2031-02-03T04:05:06.789012Z"}`,
 		`{"title":"done","completed":true,"due_date":"0001-01-01T00:00:00Z"}`,
 		`{"title":"late","due_date":"9999-12-31T23:59:59.999999Z","priority":"low"}`,
+		`{"title":"recurs","due_date":"2031-02-03T04:05:06Z","recurrence":{"rule":"FREQ=MONTHLY;BYDAY=MO,-1FR","time_zone":"Europe/Berlin"},"reminders":["PT15M","P1D"]}`,
 	}
 	var ids []int64
 	for _, b := range bodies {
 		ids = append(ids, a.createTask(t, tok, b).ID)
 	}
 	mustStatus(t, a.do(t, "DELETE", taskURL(ids[0]), nil, bearer(tok)), 204)
+	// The next occurrence of a series carries the series' id.
+	ids = append(ids, nextOccurrenceOf(t, complete(t, a, tok, ids[len(ids)-1])))
 	q := a.store.Queries
 	for _, filtered := range []bool{false, true} { // the two exec modes: prepared, and unnamed (cache_describe)
 		lq := listQuery{User: user, Sort: "created_at", Desc: true, Limit: 10}

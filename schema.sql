@@ -214,3 +214,122 @@ CREATE TABLE event_streams (
 );
 CREATE INDEX event_streams_user ON event_streams (user_id, seen_at);
 CREATE INDEX event_streams_instance ON event_streams (instance);
+
+-- migration: 5 recurrence_and_reminders
+-- Recurring tasks and reminders (API.md "Recurring tasks and reminders").
+--
+-- On a large table: every column is added without rewriting it (NULL, or a
+-- constant default, is recorded in the catalog only); the CHECKs read the
+-- table once, under the migration's lock, and rewrite nothing.
+ALTER TABLE tasks ADD COLUMN recurrence_rule text;    -- NULL: the task does not recur
+ALTER TABLE tasks ADD COLUMN recurrence_tz text;
+ALTER TABLE tasks ADD COLUMN recurrence_from text;
+ALTER TABLE tasks ADD COLUMN reminders text[] NOT NULL DEFAULT '{}'; -- ISO 8601 durations before due_date
+-- Set when a task is created as the next occurrence of another: its series
+-- (the first task's id; a task that starts a series reads its own id), its
+-- index in the series (for COUNT; NULL: the first), and the wall-clock time
+-- the rule gave it in its zone (it differs from due_date's when that time
+-- fell in a spring-forward gap, and the series must go on from the former).
+ALTER TABLE tasks ADD COLUMN series_id bigint;
+ALTER TABLE tasks ADD COLUMN occurrence integer;
+ALTER TABLE tasks ADD COLUMN occurrence_wall timestamp;
+-- Set once, when completing the task created its next occurrence: however
+-- often it is completed, uncompleted or retried, it creates no other.
+ALTER TABLE tasks ADD COLUMN next_occurrence_id bigint;
+
+ALTER TABLE tasks ADD CONSTRAINT tasks_recurrence_whole CHECK (
+    (recurrence_rule IS NULL) = (recurrence_tz IS NULL) AND (recurrence_rule IS NULL) = (recurrence_from IS NULL)
+    AND recurrence_from IN ('due', 'completion'));
+ALTER TABLE tasks ADD CONSTRAINT tasks_reminders_valid CHECK (
+    coalesce(array_ndims(reminders), 1) = 1 AND cardinality(reminders) <= 5);
+-- A recurrence and reminders are reckoned from the due date. The service maps
+-- this constraint, by name, to a validation error of due_date: it holds on
+-- the merged row of a partial update, which only the database sees.
+ALTER TABLE tasks ADD CONSTRAINT tasks_due_date_needed CHECK (
+    due_date IS NOT NULL OR (recurrence_rule IS NULL AND cardinality(reminders) = 0));
+
+-- The recurrence and the reminders are data: changing them is a change (a
+-- version, a feed position). The bookkeeping columns are not.
+CREATE OR REPLACE FUNCTION tasks_before_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    live_delta integer := 0;
+BEGIN
+    IF (NEW.title, NEW.description, NEW.completed, NEW.priority, NEW.tags, NEW.due_date, NEW.deleted_at,
+        NEW.recurrence_rule, NEW.recurrence_tz, NEW.recurrence_from, NEW.reminders)
+       IS NOT DISTINCT FROM
+       (OLD.title, OLD.description, OLD.completed, OLD.priority, OLD.tags, OLD.due_date, OLD.deleted_at,
+        OLD.recurrence_rule, OLD.recurrence_tz, OLD.recurrence_from, OLD.reminders) THEN
+        RETURN OLD;
+    END IF;
+    NEW.id           := OLD.id;
+    NEW.user_id      := OLD.user_id;
+    NEW.created_at   := OLD.created_at;
+    NEW.version      := OLD.version + 1;
+    NEW.updated_at   := greatest(now(), OLD.updated_at);
+    NEW.completed_at := CASE WHEN NOT NEW.completed THEN NULL
+                             WHEN OLD.completed THEN OLD.completed_at
+                             ELSE now() END;
+    IF OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN
+        live_delta := -1;
+    ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
+        live_delta := 1;
+    END IF;
+    -- Every user with a task has a row: the create statement makes it.
+    UPDATE task_counts SET tasks = tasks + live_delta, seq = seq + 1
+    WHERE user_id = NEW.user_id
+    RETURNING seq INTO NEW.change_seq;
+    RETURN NEW;
+END
+$$;
+
+-- A task's armed and fired reminders: one row per moment. A trigger keeps
+-- the unfired ones in step with the task; the scheduler (reminders.go) fires
+-- them, giving each the user's next feed position (seq), so an event stream
+-- sends it in order with the changes and resumes past it without a repeat.
+CREATE TABLE task_reminders (
+    task_id   bigint      NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    user_id   text        NOT NULL,
+    remind_at timestamptz NOT NULL,
+    due_date  timestamptz NOT NULL, -- the due date it was armed for
+    fired_at  timestamptz,          -- NULL: armed
+    seq       bigint,               -- the feed position it fired at
+    PRIMARY KEY (task_id, remind_at)
+);
+-- The scheduler's round reads the armed reminders that came due: with
+-- 100,000 armed it reads only those (README: "Reminders").
+CREATE INDEX task_reminders_armed ON task_reminders (remind_at) WHERE fired_at IS NULL;
+-- A user's fired reminders in feed order: streams and GET /reminders.
+CREATE INDEX task_reminders_fired ON task_reminders (user_id, seq) WHERE seq IS NOT NULL;
+CREATE INDEX task_reminders_fired_at ON task_reminders (fired_at) WHERE fired_at IS NOT NULL;
+
+-- Re-arms a task's reminders when its due date, reminders, completion or
+-- trash state changes: the unfired ones go, and while the task is live, not
+-- completed and due, one is armed per reminder still ahead. A reminder that
+-- fired stays fired (the key keeps the same moment from firing twice).
+CREATE FUNCTION tasks_arm_reminders() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        DELETE FROM task_reminders WHERE task_id = NEW.id AND fired_at IS NULL;
+    END IF;
+    IF NEW.deleted_at IS NULL AND NOT NEW.completed AND NEW.due_date IS NOT NULL THEN
+        INSERT INTO task_reminders (task_id, user_id, remind_at, due_date)
+        SELECT NEW.id, NEW.user_id, at, NEW.due_date
+        FROM (SELECT DISTINCT NEW.due_date - make_interval(secs => extract(epoch FROM r::interval)) AS at
+              FROM unnest(NEW.reminders) AS r) moments
+        WHERE at > now()
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Only tasks with reminders, before or after, pay for the trigger.
+CREATE TRIGGER tasks_arm_reminders_insert AFTER INSERT ON tasks
+    FOR EACH ROW WHEN (cardinality(NEW.reminders) > 0) EXECUTE FUNCTION tasks_arm_reminders();
+CREATE TRIGGER tasks_arm_reminders_update AFTER UPDATE ON tasks
+    FOR EACH ROW WHEN ((cardinality(OLD.reminders) > 0 OR cardinality(NEW.reminders) > 0) AND
+        (OLD.due_date, OLD.reminders, OLD.completed, OLD.deleted_at)
+        IS DISTINCT FROM (NEW.due_date, NEW.reminders, NEW.completed, NEW.deleted_at))
+    EXECUTE FUNCTION tasks_arm_reminders();

@@ -9,20 +9,42 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // taskColumns are read back by every statement. user_id is not among them:
 // every statement names the user, so the caller already knows it.
-const taskColumns = `id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at`
+// A task that starts a series has no series_id of its own: it reads its id.
+const taskColumns = `id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, ` +
+	`recurrence_rule, recurrence_tz, recurrence_from, reminders, ` +
+	`CASE WHEN recurrence_rule IS NOT NULL THEN coalesce(series_id, id) END, next_occurrence_id`
 
 // scanTask reads taskColumns, then the extra columns a statement adds, into
 // t, which belongs to userID.
 func scanTask(row pgx.Row, t *Task, userID string, extra ...any) error {
 	t.UserID = userID
+	var rule, zone, from *string
 	dest := []any{&t.ID, &t.Title, &t.Description, &t.Completed, &t.CompletedAt,
-		&t.Priority, &t.Tags, &t.DueDate, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.DeletedAt}
-	return row.Scan(append(dest, extra...)...)
+		&t.Priority, &t.Tags, &t.DueDate, &t.Version, &t.CreatedAt, &t.UpdatedAt, &t.DeletedAt,
+		&rule, &zone, &from, &t.Reminders, &t.SeriesID, &t.NextOccurrenceID}
+	if err := row.Scan(append(dest, extra...)...); err != nil {
+		return err
+	}
+	t.Recurrence = nil
+	if rule != nil && zone != nil && from != nil {
+		t.Recurrence = &Recurrence{Rule: *rule, TimeZone: *zone, From: *from}
+	}
+	return nil
+}
+
+// recurrenceParams are a recurrence as the statements take it: three nulls
+// for none.
+func recurrenceParams(r *Recurrence) (rule, zone, from *string) {
+	if r == nil {
+		return nil, nil, nil
+	}
+	return &r.Rule, &r.TimeZone, &r.From
 }
 
 // Live tasks are those not in the trash: every statement on tasks names
@@ -42,19 +64,31 @@ WITH slot AS (
     WHERE c.tasks < $8
     RETURNING seq
 )
-INSERT INTO tasks (user_id, title, description, completed, completed_at, priority, tags, due_date, change_seq)
-SELECT $1, $2, $3, $4, CASE WHEN $4 THEN now() END, $5, $6, $7, seq FROM slot
+INSERT INTO tasks (user_id, title, description, completed, completed_at, priority, tags, due_date, change_seq,
+                   recurrence_rule, recurrence_tz, recurrence_from, reminders, series_id, occurrence, occurrence_wall)
+SELECT $1, $2, $3, $4, CASE WHEN $4 THEN now() END, $5, $6, $7, seq, $9, $10, $11, $12, $13, $14, $15 FROM slot
 RETURNING ` + taskColumns
 
 func (q Queries) CreateTask(ctx context.Context, userID string, in newTask) (Task, error) {
 	var t Task
+	rule, zone, from := recurrenceParams(in.Recurrence)
+	reminders := in.Reminders
+	if reminders == nil {
+		reminders = []string{}
+	}
+	var index *int
+	var wall *time.Time
+	if o := in.Occurrence; o != nil {
+		index, wall = &o.Index, &o.Wall
+	}
 	err := scanTask(q.db.QueryRow(ctx, sqlCreateTask,
-		userID, in.Title, in.Description, in.Completed, in.Priority, in.Tags, in.DueDate, q.maxTasks), &t, userID)
+		userID, in.Title, in.Description, in.Completed, in.Priority, in.Tags, in.DueDate, q.maxTasks,
+		rule, zone, from, reminders, in.SeriesID, index, wall), &t, userID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return t, errQuotaExceeded
 	}
 	if err != nil {
-		return t, dbFail("create task", err)
+		return t, writeFail("create task", err)
 	}
 	q.changed(userID)
 	return t, nil
@@ -80,49 +114,86 @@ type ifMatch []int32
 
 // sqlUpdateTask writes the given fields only if the version matches, in one
 // statement. The tasks_before_update trigger bumps version and updated_at
-// when something changed, and keeps completed_at right.
+// when something changed, and keeps completed_at right. A recurrence of
+// $11..$13 replaces the task's; ” clears it; null keeps it.
+//
+// Two updates it leaves alone, matching no row, for updateLocked to make:
+// one whose merged row would have a recurrence or reminders but no due date
+// (the 422 is told apart there, before anything is written, even inside the
+// transaction of an Idempotency-Key), and one that completes a recurring
+// task that has not created its next occurrence yet.
 const sqlUpdateTask = `
 UPDATE tasks SET
-    title       = coalesce($3, title),
-    description = coalesce($4, description),
-    completed   = coalesce($5, completed),
-    priority    = coalesce($6, priority),
-    tags        = coalesce($7, tags),
-    due_date    = CASE WHEN $8 THEN $9 ELSE due_date END
+    title           = coalesce($3, title),
+    description     = coalesce($4, description),
+    completed       = coalesce($5, completed),
+    priority        = coalesce($6, priority),
+    tags            = coalesce($7, tags),
+    due_date        = CASE WHEN $8 THEN $9 ELSE due_date END,
+    recurrence_rule = CASE WHEN $11::text IS NULL THEN recurrence_rule ELSE nullif($11, '') END,
+    recurrence_tz   = CASE WHEN $11::text IS NULL THEN recurrence_tz ELSE nullif($12, '') END,
+    recurrence_from = CASE WHEN $11::text IS NULL THEN recurrence_from ELSE nullif($13, '') END,
+    reminders       = coalesce($14, reminders)
 WHERE id = $1 AND user_id = $2 AND ` + live + ` AND ($10::integer[] IS NULL OR version = ANY ($10))
+    AND ((CASE WHEN $8 THEN $9::timestamptz ELSE due_date END) IS NOT NULL
+         OR (CASE WHEN $11::text IS NULL THEN recurrence_rule ELSE nullif($11, '') END) IS NULL
+            AND cardinality(coalesce($14::text[], reminders)) = 0)
+    AND NOT (NOT completed AND coalesce($5::boolean, false) AND next_occurrence_id IS NULL
+             AND (CASE WHEN $11::text IS NULL THEN recurrence_rule ELSE nullif($11, '') END) IS NOT NULL)
 RETURNING ` + taskColumns
 
 func (q Queries) UpdateTask(ctx context.Context, userID string, id int64, c taskChanges, match ifMatch) (Task, error) {
 	var t Task
+	var rule, zone, from *string
+	if c.RecurrenceSet {
+		empty := ""
+		rule, zone, from = &empty, &empty, &empty
+		if c.Recurrence != nil {
+			rule, zone, from = recurrenceParams(c.Recurrence)
+		}
+	}
 	err := scanTask(q.db.QueryRow(ctx, sqlUpdateTask, id, userID,
-		c.Title, c.Description, c.Completed, c.Priority, c.Tags, c.DueSet, c.DueDate, []int32(match)), &t, userID)
+		c.Title, c.Description, c.Completed, c.Priority, c.Tags, c.DueSet, c.DueDate, []int32(match),
+		rule, zone, from, c.Reminders), &t, userID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return t, q.whyNoRow(ctx, userID, id)
+		return q.updateLocked(ctx, userID, id, c, false, match)
 	}
 	if err != nil {
-		return t, dbFail(fmt.Sprintf("update task %d", id), err)
+		return t, writeFail(fmt.Sprintf("update task %d", id), err)
 	}
 	q.changed(userID)
 	return t, nil
 }
 
-// sqlSetCompleted sets completed, or toggles it when $3 is null.
+// sqlSetCompleted sets completed, or toggles it when $3 is null. Completing
+// a recurring task that has not created its next occurrence matches no row:
+// updateLocked does that, in a transaction.
 const sqlSetCompleted = `
 UPDATE tasks SET completed = coalesce($3, NOT completed)
 WHERE id = $1 AND user_id = $2 AND ` + live + ` AND ($4::integer[] IS NULL OR version = ANY ($4))
+    AND NOT (recurrence_rule IS NOT NULL AND next_occurrence_id IS NULL AND NOT completed AND coalesce($3, NOT completed))
 RETURNING ` + taskColumns
 
 func (q Queries) SetCompleted(ctx context.Context, userID string, id int64, completed *bool, match ifMatch) (Task, error) {
 	var t Task
 	err := scanTask(q.db.QueryRow(ctx, sqlSetCompleted, id, userID, completed, []int32(match)), &t, userID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return t, q.whyNoRow(ctx, userID, id)
+		return q.updateLocked(ctx, userID, id, taskChanges{Completed: completed}, completed == nil, match)
 	}
 	if err != nil {
 		return t, dbFail(fmt.Sprintf("complete task %d", id), err)
 	}
 	q.changed(userID)
 	return t, nil
+}
+
+// writeFail is dbFail, except that the database's own check that a
+// recurrence and reminders have a due date is the client's 422.
+func writeFail(op string, err error) error {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "23514" && pgErr.ConstraintName == "tasks_due_date_needed" {
+		return errDueDateNeeded
+	}
+	return dbFail(op, err)
 }
 
 // sqlTrashTask moves the task to the trash if the version matches. The

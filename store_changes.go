@@ -44,11 +44,23 @@ ORDER BY change_seq, id LIMIT $4`
 
 // ChangesAfter returns up to limit changes of the user's tasks after
 // position since, oldest first, each task at most once, and whether more
-// follow. The two statements go in one round trip, tombstones second: a task
-// deleted for good in between is seen by both and kept once.
+// follow.
 func (q Queries) ChangesAfter(ctx context.Context, userID string, since int64, limit int) ([]Change, bool, error) {
-	var changes []Change
 	batch := &pgx.Batch{}
+	collect := queueChangesAfter(batch, userID, since, limit)
+	if err := q.db.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, false, dbFail("read changes", err)
+	}
+	changes, more := collect()
+	return changes, more, nil
+}
+
+// queueChangesAfter queues ChangesAfter's two statements on batch, to go in
+// one round trip, tombstones second: a task deleted for good in between is
+// seen by both and kept once. collect returns their result once the batch
+// has run.
+func queueChangesAfter(batch *pgx.Batch, userID string, since int64, limit int) (collect func() ([]Change, bool)) {
+	var changes []Change
 	batch.Queue(sqlChangedTasks, userID, since, limit+1).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var t Task
@@ -74,15 +86,14 @@ func (q Queries) ChangesAfter(ctx context.Context, userID string, since int64, l
 		}
 		return rows.Err()
 	})
-	if err := q.db.SendBatch(ctx, batch).Close(); err != nil {
-		return nil, false, dbFail("read changes", err)
+	return func() ([]Change, bool) {
+		slices.SortFunc(changes, func(a, b Change) int { return cmp.Compare(a.Seq, b.Seq) })
+		changes = slices.CompactFunc(changes, func(a, b Change) bool { return a.Seq == b.Seq })
+		if len(changes) > limit {
+			return changes[:limit], true
+		}
+		return changes, false
 	}
-	slices.SortFunc(changes, func(a, b Change) int { return cmp.Compare(a.Seq, b.Seq) })
-	changes = slices.CompactFunc(changes, func(a, b Change) bool { return a.Seq == b.Seq })
-	if len(changes) > limit {
-		return changes[:limit], true, nil
-	}
-	return changes, false, nil
 }
 
 // FullSyncPage is a page of the user's live tasks in feed order.

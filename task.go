@@ -29,7 +29,14 @@ type Task struct {
 	Version     int32
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
-	DeletedAt   *time.Time // in the trash since; nil for a live task
+	DeletedAt   *time.Time  // in the trash since; nil for a live task
+	Recurrence  *Recurrence // nil: does not recur
+	Reminders   []string    // ISO 8601 durations before DueDate, canonical
+	SeriesID    *int64      // the first task of its series; nil unless it recurs
+
+	// Bookkeeping, not sent: the next occurrence, once completing the task
+	// created it (at most once ever).
+	NextOccurrenceID *int64
 }
 
 // Limits of a task's fields, in Unicode code points where they are texts.
@@ -69,24 +76,73 @@ type newTask struct {
 	Priority    string
 	Tags        []string
 	DueDate     *time.Time
+	Recurrence  *Recurrence
+	Reminders   []string
+
+	// Set only for the next occurrence of a series.
+	SeriesID   *int64
+	Occurrence *occurrence
 }
 
-// taskChanges are the fields an update gives; nil (and !DueSet) keep a value.
+// taskChanges are the fields an update gives; nil (and !DueSet,
+// !RecurrenceSet) keep a value.
 type taskChanges struct {
-	Title       *string
-	Description *string
-	Completed   *bool
-	Priority    *string
-	Tags        []string // nil: keep; empty: clear
-	DueSet      bool
-	DueDate     *time.Time
+	Title         *string
+	Description   *string
+	Completed     *bool
+	Priority      *string
+	Tags          []string // nil: keep; empty: clear
+	DueSet        bool
+	DueDate       *time.Time
+	RecurrenceSet bool
+	Recurrence    *Recurrence // nil with RecurrenceSet: clear
+	Reminders     []string    // nil: keep; empty: clear
 }
 
 // readOnlyFields are server-set: ignored in a body, so a client can send back
 // a task it received.
 var readOnlyFields = map[string]bool{
 	"id": true, "user_id": true, "version": true, "created_at": true, "updated_at": true, "completed_at": true,
-	"deleted_at": true,
+	"deleted_at": true, "series_id": true,
+}
+
+// errDueDateNeeded is a recurrence or reminders without a due date, found
+// in a body or on the merged row of an update.
+var errDueDateNeeded = invalid(FieldError{Field: "due_date", Message: "is required by a recurrence and by reminders"})
+
+// applyTo is t with the changes made: the row an update writes.
+func (c taskChanges) applyTo(t Task) Task {
+	if c.Title != nil {
+		t.Title = *c.Title
+	}
+	if c.Description != nil {
+		t.Description = *c.Description
+	}
+	if c.Completed != nil {
+		t.Completed = *c.Completed
+	}
+	if c.Priority != nil {
+		t.Priority = *c.Priority
+	}
+	if c.Tags != nil {
+		t.Tags = c.Tags
+	}
+	if c.DueSet {
+		t.DueDate = c.DueDate
+	}
+	if c.RecurrenceSet {
+		t.Recurrence = c.Recurrence
+	}
+	if c.Reminders != nil {
+		t.Reminders = c.Reminders
+	}
+	return t
+}
+
+// scheduleValid reports whether a recurrence and reminders have the due date
+// they are reckoned from (the tasks_due_date_needed constraint).
+func (t *Task) scheduleValid() bool {
+	return t.DueDate != nil || t.Recurrence == nil && len(t.Reminders) == 0
 }
 
 // parseTaskChanges validates an update body; every bad field is reported.
@@ -153,6 +209,15 @@ func parseTaskChanges(members []jsonMember) (taskChanges, error) {
 				continue
 			}
 			c.DueDate = &t
+		case "recurrence":
+			c.RecurrenceSet = true
+			c.Recurrence = parseRecurrence(m.Value, &errs)
+		case "reminders":
+			if isNull(m.Value) {
+				c.Reminders = []string{}
+				continue
+			}
+			c.Reminders = parseReminders(m.Value, &errs)
 		default:
 			if !readOnlyFields[m.Name] {
 				errs.add(m.Name, "is not a field of a task")
@@ -175,7 +240,14 @@ func parseNewTask(members []jsonMember) (newTask, error) {
 	if err := errs.err(); err != nil {
 		return newTask{}, err
 	}
-	in := newTask{Title: *c.Title, Priority: priorities[0], Tags: []string{}, DueDate: c.DueDate}
+	if (c.Recurrence != nil || len(c.Reminders) > 0) && c.DueDate == nil {
+		return newTask{}, errDueDateNeeded
+	}
+	in := newTask{Title: *c.Title, Priority: priorities[0], Tags: []string{}, DueDate: c.DueDate,
+		Recurrence: c.Recurrence, Reminders: []string{}}
+	if c.Reminders != nil {
+		in.Reminders = c.Reminders
+	}
 	if c.Description != nil {
 		in.Description = *c.Description
 	}
@@ -216,6 +288,109 @@ func parseCompleteBody(body []byte) (*bool, error) {
 		errs.add("completed", "is required (or send an empty body to toggle)")
 	}
 	return completed, errs.err()
+}
+
+// parseRecurrence reads {"rule", "time_zone", "from"} or null (nil); each bad
+// member is reported as recurrence.<member>.
+func parseRecurrence(raw json.RawMessage, errs *fieldErrors) *Recurrence {
+	if isNull(raw) {
+		return nil
+	}
+	members, err := decodeObject(raw)
+	if err != nil {
+		errs.add("recurrence", `must be an object {"rule", "time_zone", "from"} or null`)
+		return nil
+	}
+	rec := Recurrence{TimeZone: "UTC", From: fromDue}
+	before := len(*errs)
+	var r rule
+	hasRule := false
+	for _, m := range members {
+		field := "recurrence." + m.Name
+		s, ok := jsonString(m.Value)
+		switch m.Name {
+		case "rule":
+			if !ok {
+				errs.add(field, "must be a string such as FREQ=WEEKLY;BYDAY=MO")
+				continue
+			}
+			if len(s) >= 6 && strings.EqualFold(s[:6], "RRULE:") {
+				s = s[6:]
+			}
+			parsed, err := parseRule(s)
+			if err != nil {
+				errs.add(field, err.Error())
+				continue
+			}
+			rec.Rule, r, hasRule = s, parsed, true
+		case "time_zone":
+			if !ok {
+				errs.add(field, "must be a string: an IANA time zone name such as Europe/Berlin")
+				continue
+			}
+			if _, err := loadZone(s); err != nil {
+				errs.add(field, err.Error())
+				continue
+			}
+			rec.TimeZone = s
+		case "from":
+			if !ok || s != fromDue && s != fromCompletion {
+				errs.add(field, `must be "due" or "completion"`)
+				continue
+			}
+			rec.From = s
+		default:
+			errs.add(field, "is not a field of a recurrence")
+		}
+	}
+	if !hasRule && !slices.ContainsFunc(members, func(m jsonMember) bool { return m.Name == "rule" }) {
+		errs.add("recurrence.rule", "is required")
+	}
+	if hasRule && rec.From == fromCompletion && !r.onlyFreqAndInterval() {
+		errs.add("recurrence.from", "completion needs a rule of FREQ and INTERVAL only (no BYDAY, BYMONTHDAY, BYMONTH, COUNT or UNTIL)")
+	}
+	if len(*errs) > before {
+		return nil
+	}
+	return &rec
+}
+
+// parseReminders reads an array of up to maxReminders ISO 8601 durations,
+// PT0S..P30D, in canonical form; exact duplicates are dropped, order kept.
+func parseReminders(raw json.RawMessage, errs *fieldErrors) []string {
+	var items []json.RawMessage
+	if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+		errs.add("reminders", "must be an array of ISO 8601 durations such as PT15M, or null")
+		return nil
+	}
+	if len(items) > maxReminders {
+		errs.add("reminders", fmt.Sprintf("must have at most %d reminders", maxReminders))
+		return nil
+	}
+	out := make([]string, 0, len(items))
+	bad := false
+	for i, item := range items {
+		field := "reminders[" + strconv.Itoa(i) + "]"
+		s, ok := jsonString(item)
+		d, valid := parseDuration(s)
+		if !ok || !valid {
+			errs.add(field, "must be an ISO 8601 duration of days, hours, minutes and seconds, such as PT15M or P1D")
+			bad = true
+			continue
+		}
+		if d > maxReminder {
+			errs.add(field, "must be at most P30D before the due date")
+			bad = true
+			continue
+		}
+		if c := formatDuration(d); !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	if bad {
+		return nil
+	}
+	return out
 }
 
 // parseTags trims each tag, checks its length, drops exact duplicates (order

@@ -70,6 +70,7 @@ func handleTaskUpdate(w http.ResponseWriter, r *http.Request, q Queries) error {
 	if err != nil {
 		return err
 	}
+	linkNextOccurrence(w, &t)
 	writeTask(w, r, http.StatusOK, &t)
 	return nil
 }
@@ -95,6 +96,7 @@ func handleTaskComplete(w http.ResponseWriter, r *http.Request, q Queries) error
 	if err != nil {
 		return err
 	}
+	linkNextOccurrence(w, &t)
 	writeTask(w, r, http.StatusOK, &t)
 	return nil
 }
@@ -182,6 +184,14 @@ func writeTask(w http.ResponseWriter, r *http.Request, status int, t *Task) {
 	defer putBuffer(buf)
 	*buf = appendTask(*buf, t)
 	writeJSON(w, r, status, *buf)
+}
+
+// linkNextOccurrence points a completed task's response at the next
+// occurrence its completion created (API.md "Recurring tasks").
+func linkNextOccurrence(w http.ResponseWriter, t *Task) {
+	if t.Completed && t.NextOccurrenceID != nil {
+		w.Header().Set("Link", "<"+taskPath(t.UserID, *t.NextOccurrenceID)+`>; rel="next-occurrence"`)
+	}
 }
 
 func etag(version int32) string { return `"` + strconv.Itoa(int(version)) + `"` }

@@ -13,6 +13,7 @@ WITH slot AS (
     WHERE c.tasks < :quota
     RETURNING seq
 )
-INSERT INTO tasks (user_id, title, description, completed, completed_at, priority, tags, due_date, change_seq)
-SELECT :uid, :title, '', :completed, CASE WHEN :completed THEN now() END, 'none', '{}', NULL, seq FROM slot
-RETURNING id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at;
+INSERT INTO tasks (user_id, title, description, completed, completed_at, priority, tags, due_date, change_seq,
+                   recurrence_rule, recurrence_tz, recurrence_from, reminders, series_id, occurrence, occurrence_wall)
+SELECT :uid, :title, '', :completed, CASE WHEN :completed THEN now() END, 'none', '{}', NULL, seq, NULL, NULL, NULL, '{}', NULL, NULL, NULL FROM slot
+RETURNING id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, recurrence_rule, recurrence_tz, recurrence_from, reminders, CASE WHEN recurrence_rule IS NOT NULL THEN coalesce(series_id, id) END, next_occurrence_id;

@@ -6,4 +6,5 @@
 
 UPDATE tasks SET completed = coalesce(NULL, NOT completed)
 WHERE id = :id AND user_id = :uid AND deleted_at IS NULL AND (NULL::integer[] IS NULL OR version = ANY (NULL))
-RETURNING id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at;
+    AND NOT (recurrence_rule IS NOT NULL AND next_occurrence_id IS NULL AND NOT completed AND coalesce(NULL, NOT completed))
+RETURNING id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, recurrence_rule, recurrence_tz, recurrence_from, reminders, CASE WHEN recurrence_rule IS NOT NULL THEN coalesce(series_id, id) END, next_occurrence_id;

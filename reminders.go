@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// Reminders (API.md "Recurring tasks and reminders"): a task's reminders are
+// armed in the database whenever its due date, reminders, completion or trash
+// state changes (the tasks_arm_reminders trigger), so every instance sees
+// the same set. Every instance runs a scheduler that fires the due ones each
+// second; a round is one transaction that claims its reminders in the
+// database, so each fires once whichever instance gets there first, and one
+// that came due while no instance ran fires at the next start if it is less
+// than 24 hours late. A fired reminder takes the user's next feed position:
+// the change notifier wakes the user's streams on every instance, and they
+// send it as `event: reminder` in order with the changes. Its statements are
+// in store_reminders.go.
+
+// reminderScheduler fires due reminders on this instance.
+type reminderScheduler struct {
+	store *Store
+	log   *slog.Logger
+	now   func() time.Time
+	tick  time.Duration
+	fired atomic.Int64 // reminders this instance fired
+
+	onFired func(n int) // told how many a round fired (the metrics); nil: nobody
+}
+
+// reminderBatch is how many due reminders a round starts from.
+const reminderBatch = 1000
+
+func newReminderScheduler(store *Store, now func() time.Time, log *slog.Logger) *reminderScheduler {
+	if now == nil {
+		now = time.Now
+	}
+	return &reminderScheduler{store: store, log: log, now: now, tick: time.Second}
+}
+
+// Run fires due reminders every second until ctx ends. The rounds run just
+// after each whole second: reminders are mostly set on whole minutes, so
+// they fire within a few tens of milliseconds, not anywhere up to a second.
+func (s *reminderScheduler) Run(ctx context.Context) {
+	now := s.now()
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(now.Truncate(s.tick).Add(s.tick + 20*time.Millisecond).Sub(now)):
+	}
+	every(ctx, s.tick, func(ctx context.Context) {
+		if _, err := s.fireDue(ctx, s.now()); err != nil && ctx.Err() == nil {
+			s.log.Warn("could not fire due reminders; retrying in a second", "error", err)
+		}
+	})
+}
+
+// fireDue fires every reminder due at now (and less than 24 hours late), in
+// rounds of about reminderBatch, and returns how many this instance fired.
+// Tests call it with the instant they want.
+func (s *reminderScheduler) fireDue(ctx context.Context, now time.Time) (int, error) {
+	total := 0
+	for {
+		n, err := s.store.FireReminders(ctx, now, reminderBatch)
+		total += n
+		s.fired.Add(int64(n))
+		if s.onFired != nil && n > 0 {
+			s.onFired(n)
+		}
+		if err != nil || n < reminderBatch {
+			return total, err
+		}
+	}
+}
+
+// countRemindersFired adds to tasks_reminders_fired_total; m may be nil
+// (no METRICS_ADDR).
+func (m *metrics) countRemindersFired(n int) {
+	if m != nil {
+		m.remindersFired.Add(float64(n))
+	}
+}
+
+// purgeReminders is the periodic purge of reminders no one needs any more.
+func purgeReminders(ctx context.Context, store *Store, log *slog.Logger) {
+	if n, err := store.PurgeReminders(ctx); err != nil {
+		log.Warn("purging reminders", "error", err)
+	} else if n > 0 {
+		log.Info("purged old reminders", "count", n)
+	}
+}
+
+var remindersParams = []string{"since"}
+
+// handleReminders lists the user's reminders fired in the last 7 days
+// (after ?since= when given), oldest first.
+func handleReminders(w http.ResponseWriter, r *http.Request, q Queries) error {
+	values, err := parseQuery(r, remindersParams...)
+	if err != nil {
+		return err
+	}
+	var since *time.Time
+	if v, ok := values["since"]; ok {
+		t, ok := parseTimestamp(v[0])
+		if !ok {
+			return invalid(FieldError{Field: "since", Message: "must be an RFC 3339 timestamp with an offset, such as 2026-11-26T09:00:00Z"})
+		}
+		since = &t
+	}
+	fired, err := q.ListReminders(r.Context(), userIDFrom(r.Context()), since)
+	if err != nil {
+		return err
+	}
+	buf := getBuffer()
+	defer putBuffer(buf)
+	b := append(*buf, '[')
+	for i := range fired {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendReminder(b, &fired[i], true)
+	}
+	*buf = append(b, ']')
+	writeJSON(w, r, http.StatusOK, *buf)
+	return nil
+}
+
+// appendReminder appends a fired reminder as a stream's reminder event has
+// it, and with fired_at as GET /reminders has it.
+func appendReminder(b []byte, f *FiredReminder, withFiredAt bool) []byte {
+	b = append(b, `{"task_id":`...)
+	b = strconv.AppendInt(b, f.TaskID, 10)
+	b = append(b, `,"title":`...)
+	b = appendJSONString(b, f.Title)
+	b = append(b, `,"due_date":`...)
+	b = appendTime(b, f.DueDate)
+	b = append(b, `,"remind_at":`...)
+	b = appendTime(b, f.RemindAt)
+	if withFiredAt {
+		b = append(b, `,"fired_at":`...)
+		b = appendTime(b, f.FiredAt)
+	}
+	return append(b, '}')
+}
