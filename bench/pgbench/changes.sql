@@ -8,7 +8,7 @@
 \set since 0
 \set limit 101
 \startpipeline
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, change_seq FROM tasks
+SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, recurrence_rule, recurrence_tz, recurrence_from, reminders, CASE WHEN recurrence_rule IS NOT NULL THEN coalesce(series_id, id) END, next_occurrence_id, change_seq FROM tasks
 WHERE user_id = :uid AND change_seq > :since
 ORDER BY change_seq LIMIT :limit;
 SELECT task_id, seq FROM task_tombstones
