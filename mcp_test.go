@@ -1043,3 +1043,45 @@ func TestRawTaskTextMatches(t *testing.T) {
 		}
 	}
 }
+
+// add_task takes a recurrence and reminders as REST does, every bad part
+// named; complete_task creates the next occurrence once, through both paths.
+func TestMCPRecurringTasks(t *testing.T) {
+	a := startAPI(t)
+	_, tok := a.newUser(t)
+	for _, version := range mcpVersions {
+		s := mcpSession(t, a, tok, version)
+		task := toolOK[taskJSON](t, call(t, s, "add_task", map[string]any{
+			"title": "water the plants", "due_date": "2030-03-04T09:00:00Z",
+			"recurrence": map[string]any{"rule": "FREQ=WEEKLY;BYDAY=MO", "time_zone": "Europe/Berlin"},
+			"reminders":  []string{"PT15M"},
+		}))
+		if task.ID == 0 {
+			t.Fatalf("add_task: %+v", task)
+		}
+		done := toolOK[taskJSON](t, call(t, s, "complete_task", map[string]any{"id": task.ID}))
+		if !done.Completed {
+			t.Fatalf("complete_task: %+v", done)
+		}
+		toolOK[taskJSON](t, call(t, s, "complete_task", map[string]any{"id": task.ID, "completed": false}))
+		toolOK[taskJSON](t, call(t, s, "complete_task", map[string]any{"id": task.ID}))
+		list := toolOK[mcpTaskList](t, call(t, s, "list_tasks", map[string]any{"status": "pending", "q": "water"}))
+		var next []taskJSON
+		for _, x := range list.Tasks {
+			if x.ID != task.ID && x.DueDate != nil && *x.DueDate == "2030-03-11T09:00:00.000000Z" {
+				next = append(next, x)
+			}
+		}
+		if len(next) != 1 {
+			t.Fatalf("version %q: want one next occurrence on Monday 11 March 10:00 Berlin (09:00Z), got %+v", version, list.Tasks)
+		}
+		mustStatus(t, a.do(t, "DELETE", taskURL(next[0].ID), nil, bearer(tok)), http.StatusNoContent)
+		msg := toolError(t, call(t, s, "add_task", map[string]any{"title": "x", "due_date": "2030-03-04T09:00:00Z",
+			"recurrence": map[string]any{"rule": "FREQ=HOURLY", "time_zone": "Mars/Olympus"}, "reminders": []string{"P31D"}}))
+		for _, field := range []string{"recurrence.rule", "recurrence.time_zone", "reminders[0]"} {
+			if !strings.Contains(msg, field) {
+				t.Errorf("version %q: the error does not name %s: %s", version, field, msg)
+			}
+		}
+	}
+}

@@ -795,10 +795,8 @@ func requestIDArg() prop {
 // and update_task take them, with task.go's limits: the same fields and
 // rules as a REST body, which parseNewTask and parseTaskChanges check.
 //
-// The recurring-tasks fields (API.md "Recurring tasks and reminders":
-// recurrence, reminders) belong here when that feature lands: their
-// validation will be in parseTaskChanges with the others, so the tools take
-// them with no other change than their schemas here.
+// recurrence and reminders are validated by parseTaskChanges with the
+// others (recurrence.go), so the tools take them with their schemas alone.
 func taskFieldArgs(forUpdate bool) []prop {
 	clears := func(s string) string {
 		if forUpdate {
@@ -824,7 +822,31 @@ func taskFieldArgs(forUpdate bool) []prop {
 				"at most %d. The list replaces the task's tags.", maxTagLen, maxTags))}},
 		{"due_date", &jsonschema.Schema{Types: []string{"string", "null"}, Format: "date-time",
 			Description: clears("When the task is due: " + timestampFormat + ". Stored in UTC.")}},
+		{"recurrence", recurrenceSchema(clears("Makes the task repeat: completing it creates its next " +
+			"occurrence. Needs a due_date."))},
+		{"reminders", &jsonschema.Schema{Types: []string{"array", "null"}, MaxItems: new(5),
+			Items: &jsonschema.Schema{Type: "string", Pattern: "^P"},
+			Description: clears("Up to 5 ISO 8601 durations before the due date, PT0S to P30D, such as " +
+				"[\"PT15M\", \"P1D\"]; each fires once as a reminder. Needs a due_date.")}},
 	}
+}
+
+// recurrenceSchema is a task's recurrence, as an input and as stored.
+func recurrenceSchema(description string) *jsonschema.Schema {
+	s := objectOf(
+		prop{"rule", &jsonschema.Schema{Type: "string", Description: "An RFC 5545 RRULE: FREQ=DAILY, WEEKLY, " +
+			"MONTHLY or YEARLY, and optionally INTERVAL, BYDAY (ordinals such as -1FR with MONTHLY/YEARLY), " +
+			"BYMONTHDAY (1..31, -31..-1), BYMONTH, COUNT, UNTIL. Example: FREQ=WEEKLY;BYDAY=MO,WE."}},
+		prop{"time_zone", &jsonschema.Schema{Type: "string", Description: "An IANA zone such as Europe/Berlin " +
+			"(default UTC): occurrences keep their wall-clock time in it across daylight-saving changes."}},
+		prop{"from", &jsonschema.Schema{Type: "string", Enum: []any{"due", "completion"}, Description: "due " +
+			"(default): the next occurrence after the due date, skipping past ones; completion: one interval " +
+			"after the completion, keeping the due date's time of day (only FREQ and INTERVAL)."}},
+	)
+	s.Required = []string{"rule"}
+	s.Type, s.Types = "", []string{"object", "null"}
+	s.Description = description
+	return s
 }
 
 func listArgsSchema() *jsonschema.Schema {
@@ -878,6 +900,10 @@ func taskSchema() *jsonschema.Schema {
 		prop{"created_at", timestampSchema(false, "")},
 		prop{"updated_at", timestampSchema(false, "")},
 		prop{"deleted_at", timestampSchema(false, "Only on a task in the trash: when it went there.")},
+		prop{"recurrence", recurrenceSchema("null unless the task repeats.")},
+		prop{"reminders", &jsonschema.Schema{Type: "array", Items: &jsonschema.Schema{Type: "string"}}},
+		prop{"series_id", &jsonschema.Schema{Types: []string{"integer", "null"},
+			Description: "The id of the first task of a repeating series; null unless the task repeats."}},
 	)
 	return withRequired(s, "id", "user_id", "title", "description", "completed", "completed_at", "priority", "tags",
 		"due_date", "version", "created_at", "updated_at")
