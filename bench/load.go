@@ -19,6 +19,7 @@ type request struct {
 	path        string
 	body        []byte
 	ifNoneMatch string // "": none
+	mcp         bool   // a JSON-RPC call to /mcp: the headers an MCP client sends
 	want        int
 }
 
@@ -80,6 +81,10 @@ func (l *load) send(ctx context.Context, u *user, r request) (int, error) {
 	}
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if r.mcp {
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
 	}
 	res, err := l.client.Do(req)
 	if err != nil {

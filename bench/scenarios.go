@@ -15,6 +15,13 @@ type op struct {
 }
 
 var (
+	// mcp-list: the MCP tool list_tasks for the same page as list, through
+	// /mcp as an MCP client sends it (one tools/call, no session), against
+	// the same SQL ceiling.
+	opMCPList = op{"list.sql", func(_ *rand.Rand, _ *user) request {
+		return request{method: http.MethodPost, path: "/mcp", mcp: true, want: http.StatusOK,
+			body: []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_tasks","arguments":{}}}`)}
+	}}
 	opList = op{"list.sql", func(_ *rand.Rand, u *user) request {
 		return request{method: http.MethodGet, path: "/api/" + u.id + "/tasks", want: http.StatusOK}
 	}}
@@ -89,6 +96,7 @@ func newScenario(name string, ops ...weightedOp) scenario {
 
 var scenarios = []scenario{
 	newScenario("list", weightedOp{opList, 1}),
+	newScenario("mcp-list", weightedOp{opMCPList, 1}),
 	newScenario("get", weightedOp{opGet, 1}),
 	newScenario("changes", weightedOp{opChanges, 1}),
 	newScenario("list-304", weightedOp{opList304, 1}).with(&scenarioNeeds{service: fetchListETags}),
