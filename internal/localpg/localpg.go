@@ -101,10 +101,7 @@ func Start(ctx context.Context, dir string, opts Options) (*Server, error) {
 	if err := p.prepareSocketDir(owner); err != nil {
 		return nil, err
 	}
-	if err := p.start(bin, owner, opts.Ephemeral); err != nil {
-		return nil, err
-	}
-	if err := p.waitReady(ctx, 60*time.Second); err != nil {
+	if err := p.startAndWait(ctx, bin, owner, opts.Ephemeral); err != nil {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = p.Stop(stopCtx)
@@ -313,14 +310,42 @@ func (p *Server) start(bin string, owner *osUser, ephemeral bool) error {
 	}
 	p.cmd = cmd
 	_ = os.WriteFile(filepath.Join(p.dir, "service.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+	exited := p.exited
 	go func() {
 		err := cmd.Wait()
 		logFile.Close()
 		p.log.Info("local PostgreSQL exited", "status", err)
-		close(p.exited)
+		close(exited)
 	}()
 	return nil
 }
+
+// startAndWait starts the server and waits until it accepts connections. The
+// backends of a postmaster that was killed (kill -9) can hold its shared
+// memory for a moment after it died; a start in that moment refuses to run
+// ("pre-existing shared memory block is still in use"), so it is tried again
+// for a while.
+func (p *Server) startAndWait(ctx context.Context, bin string, owner *osUser, ephemeral bool) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if err := p.start(bin, owner, ephemeral); err != nil {
+			return err
+		}
+		err := p.waitReady(ctx, 60*time.Second)
+		if err == nil || !errors.Is(err, errSharedMemoryInUse) || time.Now().After(deadline) {
+			return err
+		}
+		p.log.Info("the killed server's backends still hold its shared memory; starting again shortly")
+		p.exited = make(chan struct{})
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+var errSharedMemoryInUse = errors.New("the shared memory of a killed server is still in use")
 
 func (p *Server) waitReady(ctx context.Context, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
@@ -335,8 +360,13 @@ func (p *Server) waitReady(ctx context.Context, limit time.Duration) error {
 		select {
 		case <-p.exited:
 			out, _ := os.ReadFile(filepath.Join(p.dir, "postgres.log"))
+			last := tail(out, 2000)
+			if i := strings.LastIndex(last, " LOG:  starting PostgreSQL"); i >= 0 &&
+				strings.Contains(last[i:], "pre-existing shared memory block") {
+				return fmt.Errorf("%w; the end of %s:\n%s", errSharedMemoryInUse, filepath.Join(p.dir, "postgres.log"), last)
+			}
 			return fmt.Errorf("PostgreSQL exited while starting; the end of %s:\n%s",
-				filepath.Join(p.dir, "postgres.log"), tail(out, 2000))
+				filepath.Join(p.dir, "postgres.log"), last)
 		case <-ctx.Done():
 			return fmt.Errorf("PostgreSQL did not accept connections within %s: %w", limit, err)
 		case <-time.After(50 * time.Millisecond):
