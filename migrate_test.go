@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -234,5 +236,70 @@ INSERT INTO task_counts (user_id, tasks) VALUES ('legacy', 3);`); err != nil {
 	if err := conn.QueryRow(t.Context(), `SELECT tasks, (SELECT count(*) FROM tasks WHERE user_id = 'legacy' AND deleted_at IS NULL)
 FROM task_counts WHERE user_id = 'legacy'`).Scan(&counted, &live); err != nil || counted != 3 || live != 3 {
 		t.Fatalf("count %d, live %d (%v)", counted, live, err)
+	}
+}
+
+// The tags rule of migration 6 (plpgsql) says what migration 1's SQL
+// function said, for every kind of array, and the database still refuses a
+// task whose tags break it.
+func TestTagsCheckKeepsTheRuleItReplaced(t *testing.T) {
+	conn := connect(t, newDatabase(t, true))
+	first := mustMigrator(t).migrations[0].SQL
+	start := strings.Index(first, "CREATE FUNCTION task_tags_valid")
+	end := strings.Index(first[start:], "\n$$;") + len("\n$$;")
+	v1 := strings.Replace(first[start:start+end], "task_tags_valid", "pg_temp.task_tags_valid_v1", 1)
+	if _, err := conn.Exec(t.Context(), v1); err != nil {
+		t.Fatalf("migration 1's function: %v", err)
+	}
+	long := strings.Repeat("x", 50)
+	twenty := make([]string, 20)
+	for i := range twenty {
+		twenty[i] = fmt.Sprintf("t%d", i)
+	}
+	for _, c := range []struct {
+		tags string // an array literal
+		want bool
+	}{
+		{`{}`, true},
+		{`{a}`, true},
+		{`{a,b,c}`, true},
+		{`{` + long + `}`, true},
+		{`{` + strings.Join(twenty, ",") + `}`, true},
+		{`[0:1]={a,b}`, true},
+		{`{"a b"}`, true},
+		{`{A,a}`, true},
+		{`{a,a}`, false},
+		{`{a,b,a}`, false},
+		{`[0:1]={a,a}`, false},
+		{`{""}`, false},
+		{`{" a"}`, false},
+		{`{"a "}`, false},
+		{`{x` + long + `}`, false},
+		{`{NULL}`, false},
+		{`{a,NULL}`, false},
+		{`{` + strings.Join(twenty, ",") + `,t20}`, false},
+		{`{{a,b},{c,d}}`, false},
+	} {
+		var now, then bool
+		if err := conn.QueryRow(t.Context(), `SELECT task_tags_valid($1::text::text[]), pg_temp.task_tags_valid_v1($1::text::text[])`,
+			c.tags).Scan(&now, &then); err != nil {
+			t.Fatalf("%s: %v", c.tags, err)
+		}
+		if now != c.want || then != c.want {
+			t.Errorf("tags %s: valid %v, migration 1 said %v, want %v", c.tags, now, then, c.want)
+		}
+	}
+	var null *bool
+	if err := conn.QueryRow(t.Context(), `SELECT task_tags_valid(NULL)`).Scan(&null); err != nil || null != nil {
+		t.Errorf("task_tags_valid(NULL) = %v (%v), want NULL as before", null, err)
+	}
+
+	_, err := conn.Exec(t.Context(), `INSERT INTO tasks (user_id, title, tags) VALUES ('u', 'x', '{a,a}')`)
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); !ok || pgErr.Code != "23514" {
+		t.Fatalf("a task with duplicate tags: %v, want a check violation", err)
+	}
+	var n int
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM tasks`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d tasks after the refused insert (%v)", n, err)
 	}
 }
