@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -242,6 +243,24 @@ func BenchmarkHandlerCreate(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if rec := a.serve("POST", "/api/me/tasks", `{"title":"Buy milk","priority":"high","tags":["home"]}`); rec.Code != http.StatusCreated {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+}
+
+func BenchmarkHandlerGet(b *testing.B) {
+	a := newBenchAPI(b)
+	t, err := a.store.CreateTask(context.Background(), "bench-user", newTask{Title: "Buy milk", Priority: "high", Tags: []string{"home"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := "/api/me/tasks/" + strconv.FormatInt(t.ID, 10)
+	if rec := a.serve("GET", path, ""); rec.Code != http.StatusOK {
+		b.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if rec := a.serve("GET", path, ""); rec.Code != http.StatusOK {
 			b.Fatalf("status %d: %s", rec.Code, rec.Body)
 		}
 	}
