@@ -1,9 +1,12 @@
 package main
 
 import (
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -108,7 +111,67 @@ func TestOpenLoopCountsTheWaitOfHeldBackRequests(t *testing.T) {
 	if slow < 10 {
 		t.Fatalf("%d requests took 100 ms or more from their intended start; want the ~20 scheduled during the stall", slow)
 	}
-	if r.late < 10 || r.capped < 1 {
-		t.Fatalf("%d late, %d waited for a slot; want the requests scheduled during the stall in both", r.late, r.capped)
+	if r.late < 10 || r.capped < 1 || r.lag < 100*time.Millisecond {
+		t.Fatalf("%d late (p99 %s), %d waited for a slot; want the requests scheduled during the stall in both", r.late, r.lag, r.capped)
+	}
+}
+
+func TestParseOpenLoop(t *testing.T) {
+	for _, c := range []struct {
+		args      []string
+		scenarios []string
+		err       string
+	}{
+		{args: []string{"-openloop"}, scenarios: scenarioNames()},
+		{args: []string{"-openloop", "-scenarios", "create,delete", "-duration", "5s"}, scenarios: []string{"create", "delete"}},
+		{args: []string{"-openloop", "-soak", "1m"}, err: "separate runs"},
+		{args: []string{"-openloop", "-ratelimit"}, err: "separate runs"},
+		{args: []string{"-openloop", "-fanout"}, err: "separate runs"},
+		{args: []string{"-openloop", "-baseline", "cdb29a8"}, err: "-baseline goes with the table"},
+	} {
+		o, err := parseOptions(c.args, io.Discard)
+		switch {
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%q: error %v, want one saying %q", c.args, err, c.err)
+		case c.err == "" && err != nil:
+			t.Errorf("%q: %v", c.args, err)
+		case c.err == "" && (!o.openLoop || !slices.Equal(o.scenarios, c.scenarios)):
+			t.Errorf("%q: openLoop %v, scenarios %q; want true, %q", c.args, o.openLoop, o.scenarios, c.scenarios)
+		}
+	}
+	if o, err := parseOptions(nil, io.Discard); err != nil || o.openLoop {
+		t.Fatalf("the table: openLoop %v, error %v", o.openLoop, err)
+	}
+}
+
+// The section says how the rate was held and coordinated omission avoided,
+// and marks the goal at 50 % per scenario; a miss fails the run.
+func TestOpenLoopSection(t *testing.T) {
+	ms := time.Millisecond
+	scenario := func(name string, p99 time.Duration) openLoopScenario {
+		r := openLoopScenario{name: name, capacity: stats{elapsed: time.Second, latencies: make([]time.Duration, 400)}}
+		for _, share := range openLoopShares {
+			lat := make([]time.Duration, 100)
+			for i := range lat {
+				lat[i] = ms
+			}
+			lat[98], lat[99] = p99, p99
+			r.runs = append(r.runs, openLoopRun{share: share, target: share * 400, achieved: share * 400,
+				st: stats{elapsed: time.Second, latencies: lat}})
+		}
+		return r
+	}
+	rep := openLoopReport{host: host{cores: 2, date: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}, o: options{conns: 32, warmup: time.Second, duration: 5 * time.Second},
+		users: 50, scenarios: []openLoopScenario{scenario("get", 4*ms), scenario("create", 12*ms)}}
+	page := withSection("", "openloop", rep.section("go run ./bench -openloop -out docs/performance.md"))
+	inOrder(t, page,
+		"<!-- bench:openloop -->\n## Latency at normal load", "Measured 2026-12-02 10:00 UTC", "```sh\ngo run ./bench -openloop -out docs/performance.md\n```",
+		"*How the rate is held constant.*", "t0 + i/rate", "*How coordinated omission is avoided.*", "from the request's intended start",
+		"| get | 400 | 25 % | 100 | 100 | 100 | 1.00 ms | 4.00 ms |", "|  |  | 50 % | 200 |", "| create | 400 | 25 % |",
+		"- get: p99 4.00 ms at 200 req/s: met.", "- create: p99 12.00 ms at 200 req/s: missed.", "1 of 2 scenarios met the goal.",
+		"<!-- /bench:openloop -->",
+	)
+	if got, want := rep.missed(), "p99 > 10.00 ms at 50 % of capacity: create"; got != want {
+		t.Fatalf("missed: %q, want %q", got, want)
 	}
 }
