@@ -32,17 +32,17 @@ const (
 	// late, the generator's own lag; its latency includes the lag all the
 	// same.
 	lateBy = time.Millisecond
-	// openLoopMaxInFlight bounds the requests in flight, each on a
-	// connection of its own. A request that finds it reached waits for one
-	// to end, and is counted.
+	// openLoopMaxInFlight bounds the requests in flight (the workers), each
+	// on a connection of its own. A request that finds it reached waits for
+	// one to end, and is counted.
 	openLoopMaxInFlight = 1000
 	// recorderShards spreads the recording of concurrent requests over
 	// locks.
 	recorderShards = 16
 )
 
-// openLoop sends a scenario's requests at a constant rate, one goroutine a
-// request, over a client that keeps a connection alive for each request
+// openLoop sends a scenario's requests at a constant rate from a pool of
+// workers, over a client that keeps a connection alive for each request
 // that can be in flight.
 type openLoop struct {
 	*load
@@ -65,52 +65,68 @@ type openLoopRun struct {
 	cpu      *cpuUse       // nil when not measured
 }
 
-// run sends rate requests a second for d: request i at t0 + i/rate, each
-// from a goroutine of its own, so that no request waits for another's
-// answer unless maxInFlight are in flight.
+// run sends rate requests a second for d: request i at t0 + i/rate. The
+// dispatcher hands each to an idle worker, or starts one more, so that no
+// request waits for another's answer unless maxInFlight are in flight.
+// Workers live as long as the run: a goroutine per request would grow a
+// fresh stack in the HTTP client every time, CPU taken from the service on
+// a small machine.
 func (ol *openLoop) run(ctx context.Context, s scenario, rate float64, d time.Duration) openLoopRun {
 	r := openLoopRun{target: rate}
 	n := int(rate * d.Seconds())
 	rec := &recorder{shards: make([]shard, recorderShards)}
-	slots := make(chan struct{}, ol.maxInFlight)
-	lags := make([]time.Duration, n) // request i's, written by its goroutine alone
+	lags := make([]time.Duration, n) // request i's, written by its worker alone
+	type job struct {
+		i        int
+		intended time.Time
+		u        *user
+		req      request
+	}
+	jobs := make(chan job) // unbuffered: a send succeeds when a worker is idle
+	work := func(j job) {
+		defer rec.wg.Done()
+		for ok := true; ok; j, ok = <-jobs {
+			lags[j.i] = time.Since(j.intended)
+			status, err := ol.send(ctx, j.u, j.req)
+			rec.shards[j.i%len(rec.shards)].record(time.Since(j.intended), status, j.req, err)
+		}
+	}
+	workers := 0
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
 	t0 := time.Now()
 	rec.since = t0
 	last, sent := t0, 0
 schedule:
 	for i := range n {
-		intended := t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))
-		if wait := time.Until(intended); wait > 0 {
+		j := job{i: i, intended: t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))}
+		if wait := time.Until(j.intended); wait > 0 {
 			select {
 			case <-ctx.Done():
 				break schedule
 			case <-time.After(wait):
 			}
 		}
+		j.u = &ol.users[rng.IntN(len(ol.users))]
+		j.req = s.pick(rng).build(rng, j.u)
 		select {
-		case slots <- struct{}{}:
+		case jobs <- j:
 		default:
+			if workers < ol.maxInFlight {
+				workers++
+				rec.wg.Add(1)
+				go work(j)
+				break
+			}
 			r.capped++
 			select {
-			case slots <- struct{}{}:
+			case jobs <- j:
 			case <-ctx.Done():
 				break schedule
 			}
 		}
-		u := &ol.users[rng.IntN(len(ol.users))]
-		req := s.pick(rng).build(rng, u)
-		sh := &rec.shards[i%len(rec.shards)]
-		rec.wg.Add(1)
-		go func() {
-			defer rec.wg.Done()
-			lags[i] = time.Since(intended)
-			status, err := ol.send(ctx, u, req)
-			sh.record(time.Since(intended), status, req, err)
-			<-slots
-		}()
 		last, sent = time.Now(), i+1
 	}
+	close(jobs)
 	rec.wait()
 	r.st = rec.drain()
 	slices.Sort(lags[:sent])
@@ -293,9 +309,9 @@ func (rep openLoopReport) markdown() string {
 		o.conns, rep.users, o.warmup, o.duration, o.duration, o.warmup, poolDescription(o))
 	fmt.Fprintf(&b, "*How the rate is held constant.* One goroutine computes request i's intended start, t0 + i/rate from "+
 		"the start of the run (never from the previous send, so delays do not add up), sleeps until then and hands the "+
-		"request to a goroutine of its own; it never waits for an answer. When it wakes late it sends every request "+
-		"that is due at once, and the schedule stays where it was. Up to %d requests may be in flight, each on a "+
-		"kept-alive connection of its own (the client keeps up to %d idle ones); *waited* counts requests that found "+
+		"request to an idle worker, or starts one more; it never waits for an answer. When it wakes late it sends every "+
+		"request that is due at once, and the schedule stays where it was. Up to %d workers, so requests, may be in "+
+		"flight, each on a kept-alive connection of its own (the client keeps up to %d idle ones); *waited* counts requests that found "+
 		"%d in flight and waited for one to end, *late* those that started more than %s after their intended time "+
 		"and *lag p99* the 99th percentile of that delay: the generator's own lag (timers here wake up to a millisecond late, "+
 		"more when the machine is busy), which the latencies include. *Sent*: requests sent per "+
@@ -321,7 +337,12 @@ func (rep openLoopReport) markdown() string {
 				ms(run.st.percentile(99.9)), ms(run.st.percentile(100)), run.st.errors(), run.late, ms(run.lag), run.capped, rep.busy(run))
 		}
 	}
-	b.WriteString("\n*CPU busy*: the machine's busy time during the run over all its cores' time (/proc/stat).\n")
+	b.WriteString("\n*CPU busy*: the machine's busy time during the run over all its cores' time (/proc/stat).")
+	if rep.anyCapped() {
+		fmt.Fprintf(&b, " A run whose requests *waited* asked for more than the machine serves at a constant rate: requests "+
+			"queued until %d were in flight, and latencies grew with the queue for the rest of the run.", openLoopMaxInFlight)
+	}
+	b.WriteString("\n")
 	if rep.cpuMeasured() {
 		fmt.Fprintf(&b, "\n### CPU per request at %.0f %% of capacity\n\nIn ms, during the run: the service, PostgreSQL, the load "+
 			"generator and everything else the machine did (other work on it, the kernel).\n\n", openLoopGoalShare*100)
@@ -347,6 +368,17 @@ func (rep openLoopReport) markdown() string {
 	}
 	fmt.Fprintf(&b, "\n%d of %d scenarios met the goal.\n", ok, len(rep.scenarios))
 	return b.String()
+}
+
+func (rep openLoopReport) anyCapped() bool {
+	for _, r := range rep.scenarios {
+		for _, run := range r.runs {
+			if run.capped > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (rep openLoopReport) cpuMeasured() bool {
