@@ -5,6 +5,7 @@
 //	go run ./bench                  every scenario: service vs pgbench, one table
 //	go run ./bench -soak 10m        mixed load for 10 minutes; fails on 5xx, RSS or goroutine growth
 //	go run ./bench -scale           1,000,000 tasks by COPY: list/get before and after, q search, EXPLAIN
+//	go run ./bench -openloop        p50/p99/p99.9 at a constant 25, 50 and 75 % of each scenario's capacity
 //
 // Each run builds the service, starts it on a fresh embedded PostgreSQL in a
 // temporary directory, seeds 50 users × 100 tasks through the API, measures,
@@ -63,6 +64,7 @@ type options struct {
 	idle       time.Duration // -streams: how long each idle measurement lasts
 	rateLimit  bool
 	metrics    bool
+	openLoop   bool
 }
 
 // countFlag is a mode that takes a count: -streams alone runs it with its
@@ -116,6 +118,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.Var(&o.fanout, "fanout", "instead of the table: N streams of N users on one of two instances (-fanout alone: 1000, -fanout=N); each user writes once through the same instance, once through the other: time from the write's 2xx to its event")
 	fs.BoolVar(&o.rateLimit, "ratelimit", false, "instead of the table: what a per-user rate limit kept in PostgreSQL would cost per request (pgbench: a token-bucket upsert, with and without the get)")
 	fs.BoolVar(&o.metrics, "metrics", false, "instead of the table: the list on two instances of one database, without and with METRICS_ADDR, in turns, scraping /metrics every second: the metrics' cost in req/s and CPU per request")
+	fs.BoolVar(&o.openLoop, "openloop", false, "instead of the table: each scenario's capacity (the table's closed loop), then a constant rate of 25, 50 and 75 % of it, each request timed from its intended start: p50, p99, p99.9")
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the table: mixed load for this long, checking 5xx, RSS and goroutines")
 	fs.BoolVar(&o.scale, "scale", false, "instead of the table: list/get on small data, then on 1,000,000 tasks loaded by COPY; q search; EXPLAIN")
 	fs.StringVar(&o.explainOut, "explain-out", "", "with -scale: write EXPLAIN (ANALYZE, BUFFERS) of every listing shape to this file")
@@ -147,14 +150,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-idle: at least 10s")
 	}
 	modes := 0
-	for _, on := range []bool{o.soak > 0, o.scale, o.streams.n > 0, o.fanout.n > 0, o.rateLimit, o.metrics} {
+	for _, on := range []bool{o.soak > 0, o.scale, o.streams.n > 0, o.fanout.n > 0, o.rateLimit, o.metrics, o.openLoop} {
 		if on {
 			modes++
 		}
 	}
 	switch {
 	case modes > 1:
-		return o, errors.New("-soak, -scale, -streams, -fanout, -ratelimit and -metrics are separate runs")
+		return o, errors.New("-soak, -scale, -streams, -fanout, -ratelimit, -metrics and -openloop are separate runs")
 	case o.baseline != "" && modes > 0:
 		return o, errors.New("-baseline goes with the table")
 	}
@@ -206,6 +209,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runRateLimit(ctx, o, w, stdout, stderr)
 	case o.metrics:
 		return runMetrics(ctx, o, w, stdout, stderr)
+	case o.openLoop:
+		return runOpenLoop(ctx, o, w, stdout, stderr)
 	}
 	return runTable(ctx, o, w, stdout, stderr)
 }

@@ -21,15 +21,21 @@ func TestPage(t *testing.T) {
 		peakRSS: 37 << 10,
 	}
 	page := withSection(withSection("", "table", tab.section("go run ./bench -out docs/performance.md")), "other", "other mode")
-	last := -1
-	for _, want := range []string{
+	inOrder(t, page,
 		"# Performance\n", "<!-- bench:table -->\n## The service against its ceiling", "| CPU | AMD EPYC 7B13 |", "| Cores | 2 |", "| Memory | 23.6 GiB |", "| OS | Debian GNU/Linux 12",
 		"| Go | go1.26.8 |", "| PostgreSQL | 15.18 (Debian", "| Service | commit 0123456789ab |", "| Date | 2026-12-01 14:40 UTC |",
 		"```sh\ngo run ./bench -out docs/performance.md\n```", "Load: 32 connections.",
 		"| scenario | service req/s |", "| get | 3 | 2.00 ms |", "Service peak RSS (VmHWM): 37.0 MB",
 		"### CPU per request", "| get | 100.000 | 50.000 | 40.000 |", "<!-- /bench:table -->",
 		"<!-- bench:other -->\nother mode\n<!-- /bench:other -->", endOfGenerated,
-	} {
+	)
+}
+
+// inOrder checks that page holds each of wants, in that order.
+func inOrder(t *testing.T, page string, wants ...string) {
+	t.Helper()
+	last := -1
+	for _, want := range wants {
 		i := strings.Index(page, want)
 		if i < 0 {
 			t.Fatalf("the page lacks %q:\n%s", want, page)

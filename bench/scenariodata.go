@@ -17,7 +17,7 @@ import (
 
 // fetchListETags reads each user's current list ETag, which list-304 sends
 // as If-None-Match.
-func fetchListETags(ctx context.Context, t *setup, _ options) error {
+func fetchListETags(ctx context.Context, t *setup, _ options, _ float64) error {
 	for i := range t.users {
 		u := &t.users[i]
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.svc.base+"/api/"+u.id+"/tasks", nil)
@@ -74,10 +74,16 @@ const deletesPerSecond = 8000
 
 // makeDeletePool inserts the pool in one transaction, as creates would
 // leave it (the quota counters, and on a service with the change feed, a
-// feed position per task), and hands each user its share.
-func makeDeletePool(ctx context.Context, t *setup, o options) error {
+// feed position per task), and hands each user its share. At rate 0 (as
+// fast as the service answers) the pool holds deletesPerSecond for the
+// warm-up and the run; at a set rate, twice a user's expected share of rate
+// deletes a second and 10 more, since each request picks its user at random.
+func makeDeletePool(ctx context.Context, t *setup, o options, rate float64) error {
 	users := len(t.users)
 	perUser := int(math.Ceil(deletesPerSecond * (o.warmup + o.duration).Seconds() / float64(users)))
+	if rate > 0 {
+		perUser = int(math.Ceil(2*rate*(o.warmup+o.duration).Seconds()/float64(users))) + 10
+	}
 	n := perUser * users
 	ids := make([]string, users)
 	for i, u := range t.users {
@@ -168,8 +174,7 @@ func checkDeletePool(ctx context.Context, t *setup, o options, transactions int)
 		t.pool.first, t.pool.last).Scan(&trashed); err != nil {
 		return err
 	}
-	if _, err := conn.Exec(ctx, `UPDATE tasks SET deleted_at = now() WHERE id BETWEEN $1 AND $2 AND deleted_at IS NULL`,
-		t.pool.first, t.pool.last); err != nil {
+	if err := trashRest(ctx, conn, t.pool); err != nil {
 		return err
 	}
 	// A transaction cut off at the end of the run may have committed
@@ -177,6 +182,25 @@ func checkDeletePool(ctx context.Context, t *setup, o options, transactions int)
 	if trashed < transactions || trashed > transactions+o.conns {
 		return fmt.Errorf("pgbench's delete run counted %d transactions but trashed %d tasks of the pool (%d..%d): the pool was too small",
 			transactions, trashed, t.pool.first, t.pool.last)
+	}
+	return nil
+}
+
+// trashDeletePool trashes what the service's run left of the pool, so later
+// scenarios list what they listed before.
+func trashDeletePool(ctx context.Context, t *setup) error {
+	conn, err := pgx.Connect(ctx, t.db.databaseURL(nil))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return trashRest(ctx, conn, t.pool)
+}
+
+func trashRest(ctx context.Context, conn *pgx.Conn, pool deletePool) error {
+	_, err := conn.Exec(ctx, `UPDATE tasks SET deleted_at = now() WHERE id BETWEEN $1 AND $2 AND deleted_at IS NULL`, pool.first, pool.last)
+	if err != nil {
+		return fmt.Errorf("trash the rest of the delete pool: %w", err)
 	}
 	return nil
 }

@@ -78,12 +78,16 @@ type scenario struct {
 
 // scenarioNeeds prepares the data a scenario uses up.
 type scenarioNeeds struct {
-	// before the service's run (warm-up included) on target
-	service func(ctx context.Context, t *setup, o options) error
+	// before the service's run (warm-up included) on target, at rate
+	// requests per second (0: as fast as it answers)
+	service func(ctx context.Context, t *setup, o options, rate float64) error
 	// before pgbench's run: the variables its scripts need (pgbench -D)
 	ceiling func(ctx context.Context, t *setup, o options) (map[string]string, error)
 	// after pgbench's run of transactions transactions
 	after func(ctx context.Context, t *setup, o options, transactions int) error
+	// after a service's run that no pgbench follows (the open loop): puts
+	// away what the run left, so later scenarios find what they found before
+	done func(ctx context.Context, t *setup) error
 }
 
 func newScenario(name string, ops ...weightedOp) scenario {
@@ -104,7 +108,7 @@ var scenarios = []scenario{
 	newScenario("update", weightedOp{opUpdate, 1}).writes(),
 	newScenario("toggle", weightedOp{opToggle, 1}).writes(),
 	newScenario("delete", weightedOp{opDelete, 1}).writes().with(&scenarioNeeds{
-		service: makeDeletePool, ceiling: restoreDeletePool, after: checkDeletePool}),
+		service: makeDeletePool, ceiling: restoreDeletePool, after: checkDeletePool, done: trashDeletePool}),
 	newScenario("mixed", weightedOp{opList, 70}, weightedOp{opGet, 10}, weightedOp{opCreate, 10},
 		weightedOp{opUpdate, 5}, weightedOp{opToggle, 5}),
 }

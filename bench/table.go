@@ -109,7 +109,7 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 func measureScenario(ctx context.Context, o options, s *setup, l *load, pg *pgbench, sc scenario, meter *cpuMeter, progress io.Writer) (row, error) {
 	r := row{scenario: sc.name}
 	if sc.needs != nil && sc.needs.service != nil {
-		if err := sc.needs.service(ctx, s, o); err != nil {
+		if err := sc.needs.service(ctx, s, o, 0); err != nil {
 			return r, fmt.Errorf("%s: %w", sc.name, err)
 		}
 	}
@@ -191,7 +191,7 @@ func (s *service) cpuProfile(ctx context.Context, d time.Duration, path string) 
 // measureScenario does against the measured one, without a ceiling.
 func measureBaseline(ctx context.Context, o options, b *setup, sc scenario, meter *cpuMeter, progress io.Writer) (*baseline, error) {
 	if sc.needs != nil && sc.needs.service != nil {
-		if err := sc.needs.service(ctx, b, o); err != nil {
+		if err := sc.needs.service(ctx, b, o, 0); err != nil {
 			return nil, fmt.Errorf("%s at the baseline: %w", sc.name, err)
 		}
 	}
