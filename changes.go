@@ -202,6 +202,11 @@ func startSyncFeed(ctx context.Context, store *Store, listenURL string, poll, re
 
 // appendChange appends one change as the feed and the event streams send it.
 func appendChange(b []byte, c Change) []byte {
+	if c.JSON != nil {
+		b = append(b, `{"op":"upsert","task":`...)
+		b = append(b, c.JSON...)
+		return append(b, '}')
+	}
 	if c.Task == nil {
 		b = append(b, `{"op":"delete","id":`...)
 		b = strconv.AppendInt(b, c.Deleted, 10)

@@ -356,3 +356,26 @@ func (q Queries) GetTaskJSON(ctx context.Context, userID string, id int64, dst [
 	}
 	return body, version, nil
 }
+
+// appendRawChanges appends the changes in rows (taskColumns, then
+// change_seq), each task encoded straight from its binary row: a sync of
+// 100 changes decodes no Task.
+func appendRawChanges(changes []Change, rows pgx.Rows, userID string) ([]Change, error) {
+	for rows.Next() {
+		raw := rows.RawValues()
+		if len(raw) != taskColumnCount+1 || len(raw[taskColumnCount]) != 8 || len(raw[colID]) != 8 {
+			return changes, errBadRow
+		}
+		c := Change{Seq: int64(binary.BigEndian.Uint64(raw[taskColumnCount]))}
+		if raw[colDeletedAt] != nil {
+			c.Deleted = int64(binary.BigEndian.Uint64(raw[colID]))
+		} else {
+			var err error
+			if c.JSON, err = appendRawTask(nil, raw, userID); err != nil {
+				return changes, err
+			}
+		}
+		changes = append(changes, c)
+	}
+	return changes, rows.Err()
+}

@@ -86,4 +86,39 @@ func TestRawTaskJSONMatches(t *testing.T) {
 			}
 		}
 	}
+
+	// The feed: each change encoded from its binary row reads as the same
+	// change decoded into a Task (rows in text: the simple protocol).
+	changes, _, err := q.ChangesAfter(t.Context(), user, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := q.db.Query(t.Context(), sqlChangedTasks, pgx.QueryExecModeSimpleProtocol, user, 0, 101)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []Change
+	for rows.Next() {
+		var task Task
+		var seq int64
+		if err := scanTask(rows, &task, user, &seq); err != nil {
+			t.Fatal(err)
+		}
+		c := Change{Seq: seq, Task: &task}
+		if task.DeletedAt != nil {
+			c = Change{Seq: seq, Deleted: task.ID}
+		}
+		want = append(want, c)
+	}
+	if rows.Err() != nil || len(changes) != len(ids) || len(want) != len(changes) {
+		t.Fatalf("%d changes from binary rows, %d from text (%v), want %d", len(changes), len(want), rows.Err(), len(ids))
+	}
+	for i := range changes {
+		if changes[i].JSON == nil && changes[i].Deleted == 0 {
+			t.Fatalf("change %d was not encoded from its binary row", i)
+		}
+		if got, w := appendChange(nil, changes[i]), appendChange(nil, want[i]); !bytes.Equal(got, w) || changes[i].Seq != want[i].Seq {
+			t.Fatalf("change %d:\nraw  %s (seq %d)\nwant %s (seq %d)", i, got, changes[i].Seq, w, want[i].Seq)
+		}
+	}
 }

@@ -20,8 +20,9 @@ import (
 // id of a task that went to the trash or was deleted for good.
 type Change struct {
 	Seq     int64
-	Task    *Task // nil: deleted
-	Deleted int64 // the id, when Task is nil
+	Task    *Task  // nil: deleted, or read as JSON
+	JSON    []byte // the task as the API writes it, when its row came in binary (rowjson.go)
+	Deleted int64  // the id, when Task and JSON are nil
 }
 
 const (
@@ -62,6 +63,11 @@ func (q Queries) ChangesAfter(ctx context.Context, userID string, since int64, l
 func queueChangesAfter(batch *pgx.Batch, userID string, since int64, limit int) (collect func() ([]Change, bool)) {
 	var changes []Change
 	batch.Queue(sqlChangedTasks, userID, since, limit+1).Query(func(rows pgx.Rows) error {
+		if rowsAreBinary(rows) {
+			var err error
+			changes, err = appendRawChanges(changes, rows, userID)
+			return err
+		}
 		for rows.Next() {
 			var t Task
 			var seq int64
