@@ -361,6 +361,9 @@ func (q Queries) GetTaskJSON(ctx context.Context, userID string, id int64, dst [
 // change_seq), each task encoded straight from its binary row: a sync of
 // 100 changes decodes no Task.
 func appendRawChanges(changes []Change, rows pgx.Rows, userID string) ([]Change, error) {
+	// One buffer for all the tasks, each change a slice of it: a slice taken
+	// before the buffer grows keeps the bytes it had.
+	arena := make([]byte, 0, 32<<10)
 	for rows.Next() {
 		raw := rows.RawValues()
 		if len(raw) != taskColumnCount+1 || len(raw[taskColumnCount]) != 8 || len(raw[colID]) != 8 {
@@ -370,10 +373,12 @@ func appendRawChanges(changes []Change, rows pgx.Rows, userID string) ([]Change,
 		if raw[colDeletedAt] != nil {
 			c.Deleted = int64(binary.BigEndian.Uint64(raw[colID]))
 		} else {
+			start := len(arena)
 			var err error
-			if c.JSON, err = appendRawTask(nil, raw, userID); err != nil {
+			if arena, err = appendRawTask(arena, raw, userID); err != nil {
 				return changes, err
 			}
+			c.JSON = arena[start:len(arena):len(arena)]
 		}
 		changes = append(changes, c)
 	}
