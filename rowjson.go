@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -360,10 +361,12 @@ func (q Queries) GetTaskJSON(ctx context.Context, userID string, id int64, dst [
 // appendRawChanges appends the changes in rows (taskColumns, then
 // change_seq), each task encoded straight from its binary row: a sync of
 // 100 changes decodes no Task.
-func appendRawChanges(changes []Change, rows pgx.Rows, userID string) ([]Change, error) {
-	// One buffer for all the tasks, each change a slice of it: a slice taken
-	// before the buffer grows keeps the bytes it had.
-	arena := make([]byte, 0, 32<<10)
+func appendRawChanges(changes []Change, rows pgx.Rows, userID string, expect int) ([]Change, error) {
+	changes = slices.Grow(changes, expect)
+	// One buffer for all the tasks, each change a slice of it (a slice taken
+	// before the buffer grows keeps the bytes it had), sized for tasks of
+	// ~500 bytes.
+	arena := make([]byte, 0, 512*expect)
 	for rows.Next() {
 		raw := rows.RawValues()
 		if len(raw) != taskColumnCount+1 || len(raw[taskColumnCount]) != 8 || len(raw[colID]) != 8 {

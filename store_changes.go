@@ -65,7 +65,7 @@ func queueChangesAfter(batch *pgx.Batch, userID string, since int64, limit int) 
 	batch.Queue(sqlChangedTasks, userID, since, limit+1).Query(func(rows pgx.Rows) error {
 		if rowsAreBinary(rows) {
 			var err error
-			changes, err = appendRawChanges(changes, rows, userID)
+			changes, err = appendRawChanges(changes, rows, userID, limit+1)
 			return err
 		}
 		for rows.Next() {
