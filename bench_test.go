@@ -265,3 +265,28 @@ func BenchmarkHandlerGet(b *testing.B) {
 		}
 	}
 }
+
+// What recording a request in the metrics adds to the access-log middleware,
+// per request: compare the two sub-benchmarks' ns/op with the CPU a list
+// costs the service (docs/performance.md).
+func BenchmarkRequestMetrics(b *testing.B) {
+	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		infoFrom(r.Context()).pattern = "GET /api/{user_id}/tasks"
+		w.WriteHeader(http.StatusOK)
+	})
+	for _, c := range []struct {
+		name string
+		m    *metrics
+	}{{"without", nil}, {"with", newMetrics(nil, nil)}} {
+		b.Run(c.name, func(b *testing.B) {
+			h := logRequests(log, c.m)(inner)
+			req := httptest.NewRequest("GET", "/api/me/tasks", nil)
+			w := httptest.NewRecorder()
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ServeHTTP(w, req)
+			}
+		})
+	}
+}
