@@ -117,25 +117,39 @@ func (p pageEnd) key(sort string, desc bool) any {
 	return p.created
 }
 
-// lastOfPage runs a first-page statement and returns its 100th task.
+// lastOfPage runs a first-page statement and returns its 100th task. It
+// reads the columns a cursor needs by name, so the statement may return
+// others, as many as the service's does.
 func lastOfPage(ctx context.Context, conn *pgx.Conn, s listingShape, user string) (*pageEnd, error) {
 	rows, err := conn.Query(ctx, s.statement(), s.args(user, nil)...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var (
-		p           pageEnd
-		description string
-		completed   bool
-		completedAt *time.Time
-		taskTags    []string
-		version     int32
-		n           int
-	)
+	var p pageEnd
+	fields := rows.FieldDescriptions()
+	dest := make([]any, len(fields))
+	for i, f := range fields {
+		switch f.Name {
+		case "id":
+			dest[i] = &p.id
+		case "title":
+			dest[i] = &p.title
+		case "priority":
+			dest[i] = &p.priority
+		case "due_date":
+			dest[i] = &p.due
+		case "created_at":
+			dest[i] = &p.created
+		case "updated_at":
+			dest[i] = &p.updated
+		default:
+			dest[i] = new(any)
+		}
+	}
+	n := 0
 	for rows.Next() && n < 100 {
-		if err := rows.Scan(&p.id, &p.title, &description, &completed, &completedAt,
-			&p.priority, &taskTags, &p.due, &version, &p.created, &p.updated); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
 		n++
