@@ -332,6 +332,9 @@ func TestPgbenchScriptsRunTheServiceSQL(t *testing.T) {
 	}
 }
 
+// dropLine marks a line of a statement the update replaced, to go.
+const dropLine = "\x00"
+
 // TestListingShapesAreTheServiceSQL checks bench/listing-shapes.sql, whose
 // statements bench -scale explains: each is what the service runs for the
 // request written above it.
@@ -350,14 +353,26 @@ func TestListingShapesAreTheServiceSQL(t *testing.T) {
 		}
 		shapes++
 		t.Run(target, func(t *testing.T) {
-			if i+1 >= len(lines) || !strings.HasSuffix(lines[i+1], ";") {
-				t.Fatalf("no one-line statement follows %q", line)
+			// The statement: the lines that follow, up to one that ends it.
+			end := i + 1
+			for end < len(lines) && !strings.HasSuffix(lines[end], ";") && !strings.HasPrefix(lines[end], "--") {
+				end++
 			}
-			ran := statementOf(t, "heavy", httptest.NewRequest("GET", shapeTarget(t, target), nil))
+			if end == len(lines) || !strings.HasSuffix(lines[end], ";") {
+				t.Fatalf("no statement ending in ; follows %q", line)
+			}
+			ran := searchStepOf(t, target)
+			if ran.sql == "" {
+				ran = statementOf(t, "heavy", httptest.NewRequest("GET", shapeTarget(t, target), nil))
+			}
+			got := strings.TrimSuffix(strings.Join(lines[i+1:end+1], "\n"), ";")
 			if *updateBenchSQL {
-				lines[i+1] = ran.sql + ";"
+				lines[i+1], got = ran.sql+";", ran.sql
+				for k := i + 2; k <= end; k++ {
+					lines[k] = dropLine
+				}
 			}
-			if got := strings.TrimSuffix(lines[i+1], ";"); got != ran.sql {
+			if got != ran.sql {
 				t.Errorf("the file's statement is not the service's.\nfile:\n%s\nservice:\n%s", got, ran.sql)
 			}
 		})
@@ -366,10 +381,38 @@ func TestListingShapesAreTheServiceSQL(t *testing.T) {
 		t.Fatal("no shapes in bench/listing-shapes.sql")
 	}
 	if *updateBenchSQL {
+		lines = slices.DeleteFunc(lines, func(l string) bool { return l == dropLine })
 		if err := os.WriteFile(filepath.Join("bench", "listing-shapes.sql"), []byte(strings.Join(lines, "\n")), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// searchSteps are the statements of a search after its first (the one its
+// request sends first), by the suffix of their shape in listing-shapes.sql.
+var searchSteps = map[string]string{", walk": sqlSearchWalk, ", search index": sqlSearchIndex}
+
+// searchStepOf is the statement of a later step of a search, for a shape
+// such as "/api/heavy/tasks?q=WORD, walk"; nothing for any other shape.
+func searchStepOf(t *testing.T, target string) recordedSQL {
+	t.Helper()
+	for suffix, statement := range searchSteps {
+		if target, ok := strings.CutSuffix(target, suffix); ok {
+			_, query, _ := strings.Cut(target, "?")
+			values, err := url.ParseQuery(query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q, err := parseListQuery(values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q.User = "heavy"
+			l := newListing(q)
+			return recordedSQL{l.searchSQL(statement), l.args}
+		}
+	}
+	return recordedSQL{}
 }
 
 // shapeTarget turns "/api/heavy/tasks?sort=title&order=asc, next page" into

@@ -414,15 +414,17 @@ func checkListQuery(t *testing.T, values url.Values, q listQuery) {
 
 var (
 	placeholder = regexp.MustCompile(`\$[0-9]+`)
-	ilikeArg    = regexp.MustCompile(`title ILIKE \$([0-9]+)`)
+	qArg        = regexp.MustCompile(`strpos\(lower\(title\), lower\(\$([0-9]+)\)\)`)
 )
 
-// checkListSQL: the SQL text depends only on which filters are set, never on
-// their values, which all travel as $N parameters. That is the exact form of
-// "no request text in the SQL": a value that reached the text would change it.
+// checkListSQL: the SQL text depends only on which filters are set (and, for
+// q, whether it has trigrams for the search index), never on their values,
+// which all travel as $N parameters. That is the exact form of "no request
+// text in the SQL": a value that reached the text would change it.
 func checkListSQL(t *testing.T, q listQuery) {
 	t.Helper()
-	sql, args := listSQL(q)
+	statements, args := listStatements(q)
+	sql := strings.Join(statements, ";\n")
 	skeleton := skeletonSQL(q)
 	// First the plain form: q and tag, when they hold letters, are not in the
 	// text, unless they are words of the fixed text itself ("title", "ORDER BY").
@@ -434,36 +436,53 @@ func checkListSQL(t *testing.T, q listQuery) {
 	if sql != skeleton {
 		t.Fatalf("the SQL depends on request values:\n%s\n%s", sql, skeleton)
 	}
-	// Every value is a parameter, and every parameter is used.
-	used := map[string]bool{}
-	for _, p := range placeholder.FindAllString(sql, -1) {
-		used[p] = true
-	}
-	for i := range args {
-		if !used["$"+strconv.Itoa(i+1)] {
-			t.Fatalf("argument $%d is unused: %s", i+1, sql)
+	// Every value is a parameter, and every statement uses every parameter.
+	for _, statement := range statements {
+		used := map[string]bool{}
+		for _, p := range placeholder.FindAllString(statement, -1) {
+			used[p] = true
 		}
-	}
-	if len(used) != len(args) {
-		t.Fatalf("%d placeholders, %d arguments: %s", len(used), len(args), sql)
+		for i := range args {
+			if !used["$"+strconv.Itoa(i+1)] {
+				t.Fatalf("argument $%d is unused: %s", i+1, statement)
+			}
+		}
+		if len(used) != len(args) {
+			t.Fatalf("%d placeholders, %d arguments: %s", len(used), len(args), statement)
+		}
 	}
 	if !slices.Contains(args, any(q.User)) || (q.Tag != "" && !slices.Contains(args, any(q.Tag))) {
 		t.Fatalf("user or tag not passed as an argument: %v", args)
 	}
 	if q.Q != "" {
-		m := ilikeArg.FindStringSubmatch(sql)
+		m := qArg.FindStringSubmatch(sql)
 		n, _ := strconv.Atoi(m[1])
-		pattern, ok := args[n-1].(string)
-		if !ok || likeLiteral(t, pattern) != q.Q {
-			t.Fatalf("q %q became the ILIKE pattern %q, which does not match it literally", q.Q, pattern)
+		if arg, ok := args[n-1].(string); !ok || arg != q.Q {
+			t.Fatalf("q %q was passed as %q", q.Q, args[n-1])
 		}
 	}
 }
 
-// skeletonSQL is the SQL for q with every request value replaced by a fixed one.
+// listStatements are the statements a listing may run: one, or a search's
+// three (store_search.go).
+func listStatements(q listQuery) ([]string, []any) {
+	if !searchIndexed(q.Q) {
+		sql, args := listSQL(q)
+		return []string{sql}, args
+	}
+	l := newListing(q)
+	return []string{l.searchSQL(sqlSearchHead), l.searchSQL(sqlSearchWalk), l.searchSQL(sqlSearchIndex)}, l.args
+}
+
+// skeletonSQL is the SQL for q with every request value replaced by a fixed
+// one. A q long enough for the search index keeps one that is.
 func skeletonSQL(q listQuery) string {
 	if q.Q != "" {
-		q.Q = "v"
+		if searchIndexed(q.Q) {
+			q.Q = "vvv"
+		} else {
+			q.Q = "v"
+		}
 	}
 	if q.Tag != "" {
 		q.Tag = "v"
@@ -483,34 +502,8 @@ func skeletonSQL(q listQuery) string {
 	}
 	q.Limit = 1
 	q.User = "u"
-	sql, _ := listSQL(q)
-	return sql
-}
-
-// likeLiteral is the text an ILIKE pattern %...% (escape \) matches
-// literally; it fails the test on any unescaped wildcard inside.
-func likeLiteral(t *testing.T, pattern string) string {
-	t.Helper()
-	if len(pattern) < 2 || pattern[0] != '%' || pattern[len(pattern)-1] != '%' {
-		t.Fatalf("pattern %q is not %%...%%", pattern)
-	}
-	inner := pattern[1 : len(pattern)-1]
-	var sb strings.Builder
-	for i := 0; i < len(inner); i++ {
-		switch c := inner[i]; c {
-		case '\\':
-			if i+1 == len(inner) {
-				t.Fatalf("pattern %q ends in an escape", pattern)
-			}
-			i++
-			sb.WriteByte(inner[i])
-		case '%', '_':
-			t.Fatalf("pattern %q has an unescaped wildcard", pattern)
-		default:
-			sb.WriteByte(c)
-		}
-	}
-	return sb.String()
+	statements, _ := listStatements(q)
+	return strings.Join(statements, ";\n")
 }
 
 // ---- cursors ----------------------------------------------------------------

@@ -228,6 +228,7 @@ type TaskPageJSON struct {
 	More  bool   // another page follows
 	Next  cursor // after the page's last task, when More
 	Seq   int64  // the user's feed position the page reflects
+	read  bool   // with no task, a row still carried Seq (a search's)
 }
 
 // ListTasksJSON is ListTasks, encoding the page into dst as the rows arrive.
@@ -244,7 +245,7 @@ type taskVisitor func(raw [][]byte, t *Task) error
 // to visit (nil: none).
 func (q Queries) ListTasksJSONVisit(ctx context.Context, lq listQuery, dst []byte, visit taskVisitor) (TaskPageJSON, error) {
 	page, err := q.listOnceJSON(ctx, lq, dst, visit)
-	if err != nil || page.Count > 0 {
+	if err != nil || page.Count > 0 || page.read {
 		return page, err
 	}
 	// As in ListTasks: with no row to carry it, the position is read before
@@ -261,6 +262,9 @@ func (q Queries) ListTasksJSONVisit(ctx context.Context, lq listQuery, dst []byt
 }
 
 func (q Queries) listOnceJSON(ctx context.Context, lq listQuery, dst []byte, visit taskVisitor) (TaskPageJSON, error) {
+	if searchIndexed(lq.Q) { // a search may take more than one statement: its page is encoded once found
+		return q.listScanned(ctx, lq, dst, visit)
+	}
 	sql, args := listSQL(lq)
 	if lq.filtered() {
 		args = append([]any{pgx.QueryExecModeCacheDescribe}, args...) // see listOnce
@@ -307,7 +311,8 @@ func (q Queries) listOnceJSON(ctx context.Context, lq listQuery, dst []byte, vis
 	return page, nil
 }
 
-// listScanned is the listing through Task values, for rows in text format.
+// listScanned is the listing through Task values: for rows in text format,
+// and for a search, whose page is known only once its last statement ran.
 func (q Queries) listScanned(ctx context.Context, lq listQuery, dst []byte, visit taskVisitor) (TaskPageJSON, error) {
 	tasks, err := q.listOnce(ctx, lq)
 	if err != nil {
@@ -320,7 +325,7 @@ func (q Queries) listScanned(ctx context.Context, lq listQuery, dst []byte, visi
 			}
 		}
 	}
-	page := TaskPageJSON{Body: appendTasks(dst, tasks.Tasks), Count: len(tasks.Tasks), More: tasks.More, Seq: tasks.Seq}
+	page := TaskPageJSON{Body: appendTasks(dst, tasks.Tasks), Count: len(tasks.Tasks), More: tasks.More, Seq: tasks.Seq, read: tasks.read}
 	if tasks.More {
 		page.Next = cursorAfter(&tasks.Tasks[len(tasks.Tasks)-1], lq.Sort, lq.Desc)
 	}

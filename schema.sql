@@ -405,3 +405,44 @@ ALTER INDEX tasks_user_title_live      RENAME TO tasks_user_title;
 ALTER INDEX tasks_user_due_asc_live    RENAME TO tasks_user_due_asc;
 ALTER INDEX tasks_user_due_desc_live   RENAME TO tasks_user_due_desc;
 ALTER INDEX tasks_search_live          RENAME TO tasks_search;
+
+-- migration: 7 search_by_user
+-- q searches one user's tasks, but the trigram index of title and
+-- description held every user's: for a term in 1 % of a user's 20,000 tasks
+-- it found ~10,000 candidates across all users, to be matched against the
+-- user's rows (5-12 ms). This index is nearly the user's own: its keys are
+-- the trigrams of lower(title) and lower(description), as bytes (UTF-8),
+-- each marked with 4 bits of a hash of user_id. A task that contains q has
+-- every key of q's trigrams (the same function of the user and q), so the
+-- index yields the user's tasks with all of q's trigrams, and those of the
+-- users whose ids hash alike (1 in 16); the listing checks user_id and q on
+-- each (store_search.go).
+--
+-- plpgsql: an index expression is evaluated for every row version a write
+-- makes, and plpgsql keeps its plan for the session (a LANGUAGE sql function
+-- with a subquery is planned again by every statement). Why 4 bits of the
+-- user: each bit doubles the distinct keys, and a write's keys then land on
+-- pages no other write of the batch touches. Measured on 1,000,000 tasks
+-- (docs/performance.md, "Search"): 8 bits found a rare term 0-30 % faster
+-- than 4, but wrote 1.4-3x the WAL per write; 4 bits writes 1.0-2x what the
+-- trigram index it replaces did. Its pending list is as small as that one's
+-- (migration 6).
+--
+-- On a large table: CREATE INDEX reads the table once while writes to tasks
+-- wait (SHARE lock), reads go on; the index is bigger than the trigram index
+-- and its build slower (README: "Migrations" gives the time per million
+-- tasks). The DROP takes the table's ACCESS EXCLUSIVE lock for a moment.
+CREATE FUNCTION task_search_keys(user_id text, title text, description text) RETURNS integer[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE STRICT COST 1000 AS $$
+DECLARE
+    u integer := (hashtext(user_id) & 15) << 24;
+BEGIN
+    RETURN ARRAY(SELECT u | (get_byte(b, i) << 16) | (get_byte(b, i + 1) << 8) | get_byte(b, i + 2)
+                 FROM (VALUES (convert_to(lower(title), 'UTF8')), (convert_to(lower(description), 'UTF8'))) AS f(b),
+                      generate_series(0, length(b) - 3) AS i);
+END
+$$;
+
+CREATE INDEX tasks_search_keys ON tasks USING gin (task_search_keys(user_id, title, description))
+    WITH (gin_pending_list_limit = 256) WHERE deleted_at IS NULL;
+DROP INDEX tasks_search;

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -293,47 +292,57 @@ var sortKeys = map[string]struct{ asc, desc string }{
 	"due_date":   {"coalesce(due_date, 'infinity')", "coalesce(due_date, '-infinity')"},
 }
 
-// listSQL assembles the listing query from fixed fragments; values from the
-// request only ever travel as parameters.
-func listSQL(q listQuery) (string, []any) {
-	var sb strings.Builder
-	args := []any{}
+// listing is a listing query in parts: fixed fragments of SQL, and the
+// parameters they name.
+type listing struct {
+	args        []any
+	user        string // the user's parameter
+	where       string // every condition but q's
+	key, dir    string // the sort key and direction
+	q, contains string // q's parameter and the condition that a task contains it ("": no q)
+	limit       string // the parameter of the page size plus one
+}
+
+func (l listing) order() string { return l.key + l.dir + ", id" + l.dir }
+
+// newListing assembles the parts of a listing query from fixed fragments;
+// values from the request only ever travel as parameters.
+func newListing(q listQuery) listing {
+	var l listing
 	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
+		l.args = append(l.args, v)
+		return "$" + strconv.Itoa(len(l.args))
 	}
-	// Each row also carries the user's feed position, read in the same
-	// snapshot: the list's ETag.
-	user := arg(q.User)
-	sb.WriteString("SELECT " + taskColumns + ", (SELECT seq FROM task_counts WHERE user_id = " + user + ")")
-	sb.WriteString(" FROM tasks WHERE user_id = " + user + " AND " + live)
+	l.user = arg(q.User)
+	l.where = "user_id = " + l.user + " AND " + live
 	if q.Completed != nil {
 		if *q.Completed {
-			sb.WriteString(" AND completed")
+			l.where += " AND completed"
 		} else {
-			sb.WriteString(" AND NOT completed")
+			l.where += " AND NOT completed"
 		}
 	}
 	if q.Priority != "" {
-		sb.WriteString(" AND priority = " + arg(q.Priority))
+		l.where += " AND priority = " + arg(q.Priority)
 	}
 	if q.Tag != "" {
-		sb.WriteString(" AND tags @> ARRAY[" + arg(q.Tag) + "::text]")
+		l.where += " AND tags @> ARRAY[" + arg(q.Tag) + "::text]"
 	}
 	if q.Q != "" {
-		p := arg("%" + escapeLike(q.Q) + "%")
-		sb.WriteString(" AND (title ILIKE " + p + " OR description ILIKE " + p + ")")
+		l.q = arg(q.Q)
+		l.contains = searchContains(l.q)
 	}
 	if q.DueBefore != nil {
-		sb.WriteString(" AND due_date < " + arg(*q.DueBefore))
+		l.where += " AND due_date < " + arg(*q.DueBefore)
 	}
 	if q.DueAfter != nil {
-		sb.WriteString(" AND due_date > " + arg(*q.DueAfter))
+		l.where += " AND due_date > " + arg(*q.DueAfter)
 	}
 
-	key, dir, cmp := sortKeys[q.Sort].asc, " ASC", " > "
+	cmp := " > "
+	l.key, l.dir = sortKeys[q.Sort].asc, " ASC"
 	if q.Desc {
-		key, dir, cmp = sortKeys[q.Sort].desc, " DESC", " < "
+		l.key, l.dir, cmp = sortKeys[q.Sort].desc, " DESC", " < "
 	}
 	if c := q.After; c != nil {
 		var k string
@@ -347,10 +356,27 @@ func listSQL(q listQuery) (string, []any) {
 		default:
 			k = arg(c.Time)
 		}
-		sb.WriteString(" AND (" + key + ", id)" + cmp + "(" + k + ", " + arg(c.ID) + ")")
+		l.where += " AND (" + l.key + ", id)" + cmp + "(" + k + ", " + arg(c.ID) + ")"
 	}
-	sb.WriteString(" ORDER BY " + key + dir + ", id" + dir + " LIMIT " + arg(q.Limit+1))
-	return sb.String(), args
+	l.limit = arg(q.Limit + 1)
+	return l
+}
+
+// listSQL is the listing's statement. A q with trigrams makes it a search,
+// which may take more than one (store_search.go): this is its first.
+func listSQL(q listQuery) (string, []any) {
+	l := newListing(q)
+	if searchIndexed(q.Q) {
+		return l.searchSQL(sqlSearchHead), l.args
+	}
+	where := l.where
+	if l.contains != "" {
+		where += " AND " + l.contains
+	}
+	// Each row also carries the user's feed position, read in the same
+	// snapshot: the list's ETag.
+	return "SELECT " + taskColumns + ", (SELECT seq FROM task_counts WHERE user_id = " + l.user + ")" +
+		" FROM tasks WHERE " + where + " ORDER BY " + l.order() + " LIMIT " + l.limit, l.args
 }
 
 // TaskPage is a page of a listing.
@@ -358,13 +384,14 @@ type TaskPage struct {
 	Tasks []Task
 	More  bool  // another page follows
 	Seq   int64 // the user's feed position the page reflects
+	read  bool  // with no task, a row still carried Seq (a search's)
 }
 
 // ListTasks returns up to lq.Limit tasks, whether more follow, and the feed
 // position they reflect.
 func (q Queries) ListTasks(ctx context.Context, lq listQuery) (TaskPage, error) {
 	page, err := q.listOnce(ctx, lq)
-	if err != nil || len(page.Tasks) > 0 {
+	if err != nil || len(page.Tasks) > 0 || page.read {
 		return page, err
 	}
 	// No row carried the position. Read before a second listing, it can only
@@ -382,7 +409,15 @@ func (q Queries) ListTasks(ctx context.Context, lq listQuery) (TaskPage, error) 
 }
 
 func (q Queries) listOnce(ctx context.Context, lq listQuery) (TaskPage, error) {
+	if searchIndexed(lq.Q) {
+		return q.search(ctx, lq)
+	}
 	sql, args := listSQL(lq)
+	return q.listPage(ctx, lq, sql, args)
+}
+
+// listPage runs a statement of a listing and reads its page.
+func (q Queries) listPage(ctx context.Context, lq listQuery, sql string, args []any) (TaskPage, error) {
 	if lq.filtered() {
 		// A filter's selectivity varies wildly between users and values, but a
 		// prepared statement's generic plan (PostgreSQL's choice from its sixth
@@ -399,6 +434,15 @@ func (q Queries) listOnce(ctx context.Context, lq listQuery) (TaskPage, error) {
 	defer rows.Close()
 	page := TaskPage{Tasks: make([]Task, 0, min(lq.Limit+1, 128))}
 	for rows.Next() {
+		if rows.RawValues()[0] == nil { // a search that found nothing: its position alone
+			dest := make([]any, len(rows.RawValues()))
+			dest[taskColumnCount] = &page.Seq
+			if err := rows.Scan(dest...); err != nil {
+				return TaskPage{}, dbFail("list tasks", err)
+			}
+			page.read = true
+			continue
+		}
 		page.Tasks = append(page.Tasks, Task{})
 		if err := scanTask(rows, &page.Tasks[len(page.Tasks)-1], lq.User, &page.Seq); err != nil {
 			return TaskPage{}, dbFail("list tasks", err)
@@ -416,11 +460,6 @@ func (q Queries) listOnce(ctx context.Context, lq listQuery) (TaskPage, error) {
 // filtered reports whether the listing narrows the user's tasks by more than the page.
 func (q listQuery) filtered() bool {
 	return q.Completed != nil || q.Priority != "" || q.Tag != "" || q.Q != "" || q.DueBefore != nil || q.DueAfter != nil
-}
-
-// escapeLike makes q match literally inside an ILIKE pattern (escape: \).
-func escapeLike(q string) string {
-	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(q)
 }
 
 // pgInfinity stands in for a missing due date in a due_date cursor.

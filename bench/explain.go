@@ -24,8 +24,12 @@ type listingShape struct {
 	request string     // as in the file: "GET /api/heavy/tasks?sort=title&order=asc, next page"
 	query   url.Values // the request's query parameters
 	next    bool       // the page after the first one: a keyset condition
+	step    string     // a search's later statement: ", walk" or ", search index"
 	sql     string
 }
+
+// searchSteps are the suffixes of a search's later statements.
+var searchSteps = []string{", walk", ", search index"}
 
 const shapeRequestPrefix = "-- GET /api/heavy/tasks"
 
@@ -36,11 +40,17 @@ func parseListingShapes(text string) ([]listingShape, error) {
 		switch {
 		case strings.HasPrefix(line, shapeRequestPrefix):
 			rest, next := strings.CutSuffix(strings.TrimPrefix(line, shapeRequestPrefix), ", next page")
+			step := ""
+			for _, s := range searchSteps {
+				if r, ok := strings.CutSuffix(rest, s); ok {
+					rest, step = r, s
+				}
+			}
 			q, err := url.ParseQuery(strings.TrimPrefix(rest, "?"))
 			if err != nil {
 				return nil, fmt.Errorf("listing-shapes.sql: %q: %w", line, err)
 			}
-			shapes = append(shapes, listingShape{request: strings.TrimPrefix(line, "-- "), query: q, next: next})
+			shapes = append(shapes, listingShape{request: strings.TrimPrefix(line, "-- "), query: q, next: next, step: step})
 			cur = &shapes[len(shapes)-1]
 		case cur != nil && strings.TrimSpace(line) != "":
 			cur.sql = strings.TrimSpace(cur.sql + "\n" + line)
@@ -76,7 +86,7 @@ func (s listingShape) args(user string, after *pageEnd) []any {
 		args = append(args, v)
 	}
 	if v := s.query.Get("q"); v != "" {
-		args = append(args, "%"+escapeLike(v)+"%")
+		args = append(args, v)
 	}
 	if after != nil {
 		args = append(args, after.key(s.sort(), s.desc()), after.id)
@@ -84,7 +94,9 @@ func (s listingShape) args(user string, after *pageEnd) []any {
 	return append(args, 101)
 }
 
-// escapeLike is the service's: q matches literally.
+// escapeLike makes q match literally in an ILIKE pattern, as the service
+// once did: the scale run counts each word's matches with ILIKE, apart from
+// the service's own SQL.
 func escapeLike(q string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(q)
 }
@@ -200,7 +212,7 @@ func explainShapes(ctx context.Context, dbURL, user string, words []string) ([]p
 
 	firstPages := map[string]listingShape{}
 	for _, s := range shapes {
-		if !s.next {
+		if !s.next && s.step == "" {
 			firstPages[s.query.Encode()] = s
 		}
 	}
@@ -221,22 +233,34 @@ func explainShapes(ctx context.Context, dbURL, user string, words []string) ([]p
 	return plans, nil
 }
 
-// expandSearchShapes replaces the q=WORD shape by one per search word.
+// expandSearchShapes replaces the q=WORD shapes (a search's statements) by
+// those of each search word, in place of the first.
 func expandSearchShapes(shapes []listingShape, words []string) []listingShape {
-	var out []listingShape
+	var out, search []listingShape
+	at := -1
 	for _, s := range shapes {
 		if !s.query.Has("q") {
 			out = append(out, s)
 			continue
 		}
-		for _, w := range words {
+		if at < 0 {
+			at = len(out)
+		}
+		search = append(search, s)
+	}
+	if at < 0 {
+		return out
+	}
+	var expanded []listingShape
+	for _, w := range words {
+		for _, s := range search {
 			c := s
 			c.query = url.Values{"q": {w}}
-			c.request = "GET /api/heavy/tasks?" + c.query.Encode()
-			out = append(out, c)
+			c.request = "GET /api/heavy/tasks?" + c.query.Encode() + c.step
+			expanded = append(expanded, c)
 		}
 	}
-	return out
+	return append(out[:at], append(expanded, out[at:]...)...)
 }
 
 func explainShape(ctx context.Context, conn *pgx.Conn, s listingShape, args []any) (plan, error) {
