@@ -14,20 +14,18 @@ import (
 
 type ctxKey int
 
-const (
-	requestInfoKey ctxKey = iota
-	userIDKey
-	identityKey
-)
+const requestInfoKey ctxKey = 0
 
 // requestInfo is filled in as the request goes down the chain and read by the
-// access log once it comes back up.
+// access log once it comes back up. It is the request's one context value:
+// the middleware that learn something (the route, the user) write it here
+// rather than each wrapping the context and copying the *http.Request again.
 type requestInfo struct {
 	id      string
 	pattern string
-	userID  string
-	err     *Error // the error the response reported (respondError)
-	cause   error  // err as it was returned, with its context, for the log
+	user    identity // set by withIdentity; zero on public routes
+	err     *Error   // the error the response reported (respondError)
+	cause   error    // err as it was returned, with its context, for the log
 }
 
 func infoFrom(ctx context.Context) *requestInfo {
@@ -42,11 +40,9 @@ func requestIDFrom(ctx context.Context) string {
 	return ""
 }
 
-// userIDFrom is the authenticated user; set only under requireUser.
-func userIDFrom(ctx context.Context) string {
-	s, _ := ctx.Value(userIDKey).(string)
-	return s
-}
+// userIDFrom is the authenticated user; set only under authenticate (or
+// acceptTicket).
+func userIDFrom(ctx context.Context) string { return identityFrom(ctx).Sub }
 
 // validRequestID: 1..128 characters from A-Z a-z 0-9 . _ - :
 func validRequestID(s string) bool {
@@ -149,8 +145,8 @@ func accessRecord(r *http.Request, ri *requestInfo, rec *statusRecorder, level s
 		slog.Int("bytes", rec.bytes),
 		slog.String("request_id", ri.id),
 	)
-	if ri.userID != "" {
-		line.AddAttrs(slog.String("user_id", ri.userID))
+	if ri.user.Sub != "" {
+		line.AddAttrs(slog.String("user_id", ri.user.Sub))
 	}
 	if ri.err != nil {
 		line.AddAttrs(slog.String("code", ri.err.Code.String()))

@@ -127,7 +127,7 @@ func TestAccessLogLine(t *testing.T) {
 	var logs strings.Builder
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	h := logRequests(log, nil)(serveRoute("GET /t/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		infoFrom(r.Context()).userID = "u1"
+		r = withIdentity(r, identity{Sub: "u1"})
 		if r.PathValue("id") == "fail" {
 			return fmt.Errorf("read task: %w", errors.New("disk on fire"))
 		}
