@@ -377,19 +377,26 @@ func authenticate(v *Verifier) func(apiHandler) apiHandler {
 }
 
 // withIdentity is r as the authenticated user's: the user id (and until when
-// the credentials hold) in the context, and the user in the access log.
+// the credentials hold) for the handlers, and the user in the access log. It
+// writes them in the request's requestInfo, so r is not copied again; only a
+// request that did not come through logRequests (a handler tested on its own)
+// gets a requestInfo here.
 func withIdentity(r *http.Request, id identity) *http.Request {
-	if ri := infoFrom(r.Context()); ri != nil {
-		ri.userID = id.Sub
+	ri := infoFrom(r.Context())
+	if ri == nil {
+		ri = &requestInfo{}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey, ri))
 	}
-	ctx := context.WithValue(r.Context(), userIDKey, id.Sub)
-	return r.WithContext(context.WithValue(ctx, identityKey, id))
+	ri.user = id
+	return r
 }
 
 // identityFrom is the authenticated user and the credentials' expiry.
 func identityFrom(ctx context.Context) identity {
-	id, _ := ctx.Value(identityKey).(identity)
-	return id
+	if ri := infoFrom(ctx); ri != nil {
+		return ri.user
+	}
+	return identity{}
 }
 
 // bearerToken extracts the token of a single "Authorization: Bearer <token>"

@@ -216,7 +216,7 @@ func TestIdempotencyIsAtomicWithTheChange(t *testing.T) {
 	user, _ := a.newUser(t)
 	run := func(h txHandler) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("POST", "/api/me/tasks", strings.NewReader(`{"title":"x"}`))
-		req = req.WithContext(context.WithValue(req.Context(), userIDKey, user))
+		req = withIdentity(req, identity{Sub: user})
 		req.Header.Set("Idempotency-Key", "atomic")
 		w := httptest.NewRecorder()
 		func() {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -62,11 +63,48 @@ func rowsAreBinary(rows pgx.Rows) bool {
 		return false
 	}
 	for i, oid := range taskColumnTypes {
-		if fields[i].DataTypeOID != oid || (fields[i].Format != pgx.BinaryFormatCode && oid != pgtype.TextOID) {
+		if !fieldIsBinary(fields[i], oid) {
 			return false
 		}
 	}
 	return true
+}
+
+// fieldIsBinary reports whether a column is of type oid, in the form
+// appendRawTask reads.
+func fieldIsBinary(f pgconn.FieldDescription, oid uint32) bool {
+	return f.DataTypeOID == oid && (f.Format == pgx.BinaryFormatCode || oid == pgtype.TextOID)
+}
+
+// getRowPositions are the positions in taskColumns of getRowColumns, in order.
+var getRowPositions = [...]int{colID, colTitle, colDescription, colCompleted, colCompletedAt, colPriority, colTags,
+	colDueDate, colVersion, colCreatedAt, colUpdatedAt, colRecurrenceRule, colRecurrenceTZ, colRecurrenceFrom,
+	colReminders, colSeriesID}
+
+// getRowIsBinary is rowsAreBinary for a row of getRowColumns.
+func getRowIsBinary(rows pgx.Rows) bool {
+	fields := rows.FieldDescriptions()
+	if len(fields) != len(getRowPositions) {
+		return false
+	}
+	for i, col := range getRowPositions {
+		if !fieldIsBinary(fields[i], taskColumnTypes[col]) {
+			return false
+		}
+	}
+	return true
+}
+
+// taskRowOf spreads raw, a row of getRowColumns, over a row of taskColumns,
+// the form appendRawTask reads; the two columns the get leaves out are NULL.
+func taskRowOf(raw [][]byte) (row [taskColumnCount][]byte, ok bool) {
+	if len(raw) != len(getRowPositions) {
+		return row, false
+	}
+	for i, col := range getRowPositions {
+		row[col] = raw[i]
+	}
+	return row, true
 }
 
 var errBadRow = errors.New("a task row in an unexpected binary form")
@@ -334,12 +372,12 @@ func (q Queries) listScanned(ctx context.Context, lq listQuery, dst []byte, visi
 
 // GetTaskJSON is GetTask, encoded into dst; it also returns the version.
 func (q Queries) GetTaskJSON(ctx context.Context, userID string, id int64, dst []byte) ([]byte, int32, error) {
-	rows, err := q.db.Query(ctx, sqlGetTask, id, userID)
+	rows, err := q.db.Query(ctx, sqlGetTaskRow, id, userID)
 	if err != nil {
 		return dst, 0, dbFail(fmt.Sprintf("get task %d", id), err)
 	}
 	defer rows.Close()
-	if !rowsAreBinary(rows) {
+	if !getRowIsBinary(rows) {
 		rows.Close()
 		t, err := q.GetTask(ctx, userID, id)
 		return appendTask(dst, &t), t.Version, err
@@ -350,12 +388,15 @@ func (q Queries) GetTaskJSON(ctx context.Context, userID string, id int64, dst [
 		}
 		return dst, 0, errTaskNotFound
 	}
-	raw := rows.RawValues()
-	body, err := appendRawTask(dst, raw, userID)
+	row, ok := taskRowOf(rows.RawValues())
+	if !ok {
+		return dst, 0, dbFail(fmt.Sprintf("get task %d", id), errBadRow)
+	}
+	body, err := appendRawTask(dst, row[:], userID)
 	if err != nil {
 		return dst, 0, dbFail(fmt.Sprintf("get task %d", id), err)
 	}
-	version := rawVersion(raw)
+	version := rawVersion(row[:])
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return dst, 0, dbFail(fmt.Sprintf("get task %d", id), err)

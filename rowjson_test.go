@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -48,6 +50,16 @@ func TestRawTaskJSONMatches(t *testing.T) {
 		if !binary {
 			t.Fatalf("filtered=%v: the rows are not in the form appendRawTask reads: %+v", filtered, rows.FieldDescriptions())
 		}
+	}
+	// The get's row too, or GetTaskJSON would answer by its fallback.
+	getRows, err := q.db.Query(t.Context(), sqlGetTaskRow, ids[1], user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary := getRowIsBinary(getRows)
+	getRows.Close()
+	if !binary {
+		t.Fatalf("the get's row is not in the form appendRawTask reads: %+v", getRows.FieldDescriptions())
 	}
 	for _, id := range ids[1:] {
 		task, err := q.GetTask(t.Context(), user, id)
@@ -121,4 +133,43 @@ func TestRawTaskJSONMatches(t *testing.T) {
 			t.Fatalf("change %d:\nraw  %s (seq %d)\nwant %s (seq %d)", i, got, changes[i].Seq, w, want[i].Seq)
 		}
 	}
+}
+
+// getRowColumns is taskColumns without deleted_at and next_occurrence_id, and
+// getRowPositions says where each of its columns is in taskColumns.
+func TestGetRowColumns(t *testing.T) {
+	all, get := sqlColumns(taskColumns), sqlColumns(getRowColumns)
+	if want := slices.DeleteFunc(slices.Clone(all), func(c string) bool {
+		return c == "deleted_at" || c == "next_occurrence_id"
+	}); !slices.Equal(get, want) {
+		t.Fatalf("getRowColumns\n%q\nwant\n%q", get, want)
+	}
+	if len(get) != len(getRowPositions) || len(get) > 16 {
+		t.Fatalf("%d columns, %d positions (pgx allocates for more than 16 columns)", len(get), len(getRowPositions))
+	}
+	for i, col := range getRowPositions {
+		if get[i] != all[col] {
+			t.Errorf("column %d is %s, position %d is %s", i, get[i], col, all[col])
+		}
+	}
+}
+
+// sqlColumns splits a select list at its top-level commas.
+func sqlColumns(list string) []string {
+	var cols []string
+	depth, start := 0, 0
+	for i, c := range list {
+		switch c {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		case ',':
+			if depth == 0 {
+				cols = append(cols, strings.TrimSpace(list[start:i]))
+				start = i + 1
+			}
+		}
+	}
+	return append(cols, strings.TrimSpace(list[start:]))
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -115,6 +117,39 @@ func TestAccessLog(t *testing.T) {
 	}
 	if strings.Contains(a.logs.String(), tok) || strings.Contains(a.logs.String(), testSecret) {
 		t.Fatal("a token or the secret reached the log")
+	}
+}
+
+// The access line's exact text form, key by key in order, for a success and
+// for a 500 (its code and cause, at error level): whatever builds the line,
+// log readers and their parsers see the same thing.
+func TestAccessLogLine(t *testing.T) {
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	h := logRequests(log, nil)(serveRoute("GET /t/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		r = withIdentity(r, identity{Sub: "u1"})
+		if r.PathValue("id") == "fail" {
+			return fmt.Errorf("read task: %w", errors.New("disk on fire"))
+		}
+		writeJSON(w, r, http.StatusOK, []byte(`{}`))
+		return nil
+	}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /t/{id}", h)
+	for _, c := range []struct{ path, want string }{
+		{"/t/1", `^time=\S+ level=INFO msg=request method=GET route="GET /t/{id}" path=/t/1 status=200 ` +
+			`duration=\d[\d.]*[nµm]?s bytes=2 request_id=line-1 user_id=u1\n$`},
+		{"/t/fail", `^time=\S+ level=ERROR msg=request method=GET route="GET /t/{id}" path=/t/fail status=500 ` +
+			`duration=\d[\d.]*[nµm]?s bytes=\d+ request_id=line-1 user_id=u1 code=internal ` +
+			`error="read task: disk on fire"\n$`},
+	} {
+		logs.Reset()
+		req := httptest.NewRequest("GET", c.path, nil)
+		req.Header.Set("X-Request-Id", "line-1")
+		mux.ServeHTTP(httptest.NewRecorder(), req)
+		if !regexp.MustCompile(c.want).MatchString(logs.String()) {
+			t.Errorf("%s: log line\n%s\ndoes not match\n%s", c.path, logs.String(), c.want)
+		}
 	}
 }
 
