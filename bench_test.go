@@ -198,6 +198,7 @@ func newBenchAPI(b *testing.B) *benchAPI {
 		verifier: newVerifier(verifierOptions{Secret: []byte(testSecret), Leeway: time.Minute}),
 		ready:    func(context.Context) error { return nil },
 		origins:  []string{"http://localhost:3000"},
+		feed:     &syncFeed{retention: time.Hour},
 	})
 	tok, err := mintToken([]byte(testSecret), "bench-user", "", "", time.Hour, time.Now())
 	if err != nil {
@@ -230,12 +231,40 @@ func BenchmarkHandlerList(b *testing.B) {
 	if rec := a.serve("GET", "/api/me/tasks", ""); rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &page) != nil || len(page) != 100 {
 		b.Fatalf("the list is not 100 tasks: %d %.200s", rec.Code, rec.Body)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
+	measureCPU(b, func() {
 		if rec := a.serve("GET", "/api/me/tasks", ""); rec.Code != http.StatusOK {
 			b.Fatalf("status %d: %s", rec.Code, rec.Body)
 		}
+	})
+}
+
+// An incremental sync of 100 changes (the 100 tasks created after the
+// token), through the whole handler: compare with BenchmarkHandlerList
+// (issue 10: a sync costs no more than a list).
+func BenchmarkHandlerChanges(b *testing.B) {
+	a := newBenchAPI(b)
+	ctx := context.Background()
+	key, err := a.store.SyncTokenKey(ctx)
+	if err != nil {
+		b.Fatal(err)
 	}
+	token := syncTokens{key: key, retention: time.Hour, now: time.Now}.encode("bench-user", syncToken{Seq: 0, Issued: time.Now()})
+	for _, t := range benchTasks(100) {
+		in := newTask{Title: t.Title, Description: t.Description, Priority: t.Priority, Tags: t.Tags, DueDate: t.DueDate}
+		if _, err := a.store.CreateTask(ctx, "bench-user", in); err != nil {
+			b.Fatal(err)
+		}
+	}
+	path := "/api/me/changes?limit=100&since=" + token
+	var page feedJSON
+	if rec := a.serve("GET", path, ""); rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &page) != nil || len(page.Changes) != 100 {
+		b.Fatalf("the sync is not 100 changes: %d %.200s", rec.Code, rec.Body)
+	}
+	measureCPU(b, func() {
+		if rec := a.serve("GET", path, ""); rec.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	})
 }
 
 func BenchmarkHandlerCreate(b *testing.B) {
