@@ -18,8 +18,9 @@ type syncFeed struct {
 	notifier  *changeNotifier
 	retention time.Duration
 
-	mu  sync.Mutex
-	key []byte // signs the tokens; read from the database on first use
+	mu   sync.Mutex
+	key  []byte     // signs the tokens; read from the database on first use
+	macs *sync.Pool // of its HMACs (synctoken.go)
 }
 
 // tokens are the token codec, once the key has been read (the schema may not
@@ -32,9 +33,9 @@ func (f *syncFeed) tokens(ctx context.Context, q Queries) (syncTokens, error) {
 		if err != nil {
 			return syncTokens{}, err
 		}
-		f.key = key
+		f.key, f.macs = key, newTokenMACs(key)
 	}
-	return syncTokens{key: f.key, retention: f.retention, now: time.Now}, nil
+	return syncTokens{key: f.key, retention: f.retention, now: time.Now, macs: f.macs}, nil
 }
 
 var changesParams = []string{"since", "limit", "wait"}

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"hash"
+	"sync"
 	"time"
 )
 
@@ -40,6 +42,19 @@ type syncTokens struct {
 	key       []byte
 	retention time.Duration
 	now       func() time.Time
+	macs      *sync.Pool // of *tokenMAC keyed with key; nil: a new one each time
+}
+
+// tokenMAC is an HMAC keyed once and reused: keying one costs two SHA-256
+// blocks and five allocations, twice per request of the feed.
+type tokenMAC struct {
+	h   hash.Hash
+	buf []byte // the message: the user, a zero byte, the body
+	sum []byte
+}
+
+func newTokenMACs(key []byte) *sync.Pool {
+	return &sync.Pool{New: func() any { return &tokenMAC{h: hmac.New(sha256.New, key)} }}
 }
 
 func (s syncTokens) encode(user string, t syncToken) string {
@@ -53,7 +68,7 @@ func (s syncTokens) encode(user string, t syncToken) string {
 		b = binary.AppendUvarint(b, uint64(t.AfterID))
 	}
 	b = binary.AppendUvarint(b, uint64(t.Issued.Unix()))
-	b = append(b, s.mac(user, b)...)
+	b = s.appendMAC(b, user, b)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -68,7 +83,8 @@ func (s syncTokens) decode(user, text string) (syncToken, error) {
 		return t, errSyncTokenInvalid
 	}
 	body, sum := b[:len(b)-syncTokenMACSize], b[len(b)-syncTokenMACSize:]
-	if !hmac.Equal(sum, s.mac(user, body)) || body[0] != syncTokenVersion || body[1] > 1 {
+	var want [sha256.Size]byte
+	if !hmac.Equal(sum, s.appendMAC(want[:0], user, body)) || body[0] != syncTokenVersion || body[1] > 1 {
 		return t, errSyncTokenInvalid
 	}
 	t.Full = body[1] == 1
@@ -96,10 +112,18 @@ func (s syncTokens) decode(user, text string) (syncToken, error) {
 	return t, nil
 }
 
-func (s syncTokens) mac(user string, body []byte) []byte {
-	h := hmac.New(sha256.New, s.key)
-	h.Write([]byte(user))
-	h.Write([]byte{0})
-	h.Write(body)
-	return h.Sum(nil)[:syncTokenMACSize]
+// appendMAC appends the MAC of body for user to dst.
+func (s syncTokens) appendMAC(dst []byte, user string, body []byte) []byte {
+	var m *tokenMAC
+	if s.macs != nil {
+		m = s.macs.Get().(*tokenMAC)
+		defer s.macs.Put(m)
+		m.h.Reset()
+	} else {
+		m = &tokenMAC{h: hmac.New(sha256.New, s.key)}
+	}
+	m.buf = append(append(append(m.buf[:0], user...), 0), body...)
+	m.h.Write(m.buf)
+	m.sum = m.h.Sum(m.sum[:0])
+	return append(dst, m.sum[:syncTokenMACSize]...)
 }
