@@ -327,12 +327,15 @@ func TestEventStreamEnds(t *testing.T) {
 		t.Fatalf("ended after %s, last comment %q", took, last)
 	}
 
-	short, err := mintToken([]byte(testSecret), user, "", "", 2*time.Second, time.Now())
+	// Minted once the second service runs (starting it can take a second
+	// under -race), and timed from before the mint: exp is whole seconds, so
+	// a 2-second token lives between 1 and 2 seconds from then.
+	b := startAPI(t, func(o *apiOptions) { o.verifier.Leeway = 0; o.events = eventOptions{Heartbeat: 100 * time.Millisecond} })
+	start = time.Now()
+	short, err := mintToken([]byte(testSecret), user, "", "", 2*time.Second, start)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := startAPI(t, func(o *apiOptions) { o.verifier.Leeway = 0; o.events = eventOptions{Heartbeat: 100 * time.Millisecond} })
-	start = time.Now()
 	s = openStream(t, b, "/api/me/events", bearerHeader(short))
 	for {
 		if _, ok := s.next(t, 5*time.Second, true); !ok {
