@@ -98,8 +98,10 @@ func handleChanges(feed *syncFeed) txHandler {
 		if cq.since == nil || cq.since.Full {
 			return fullSync(w, r, q, tokens, cq)
 		}
-		var changes []Change
-		var more bool
+		// The page is encoded straight into the answer, after its head.
+		buf := getBuffer()
+		defer putBuffer(buf)
+		var page ChangesPageJSON
 		var watch *watch
 		waitUntil := time.Now().Add(cq.wait)
 		if cq.wait > 0 {
@@ -114,11 +116,13 @@ func handleChanges(feed *syncFeed) txHandler {
 				}
 				watch = feed.notifier.Watch(user) // before the read: a change right after it still wakes us
 			}
-			if changes, more, err = q.ChangesAfter(r.Context(), user, cq.since.Seq, cq.limit); err != nil {
+			head := append((*buf)[:0], changesHead...)
+			if page, err = q.ChangesAfterJSON(r.Context(), user, cq.since.Seq, cq.limit, head); err != nil {
 				return err
 			}
+			*buf = page.Body
 			left := time.Until(waitUntil)
-			if len(changes) > 0 || cq.wait == 0 || left <= 0 {
+			if page.Count > 0 || cq.wait == 0 || left <= 0 {
 				break
 			}
 			watch.Seen(cq.since.Seq)
@@ -133,10 +137,11 @@ func handleChanges(feed *syncFeed) txHandler {
 			timer.Stop()
 		}
 		next := syncToken{Seq: cq.since.Seq, Issued: time.Now()}
-		if len(changes) > 0 {
-			next.Seq = changes[len(changes)-1].Seq
+		if page.Count > 0 {
+			next.Seq = page.Last
 		}
-		writeChanges(w, r, changes, tokens.encode(user, next), more)
+		*buf = appendChangesTail(*buf, tokens.encode(user, next), page.More)
+		writeJSON(w, r, http.StatusOK, *buf)
 		return nil
 	}
 }
@@ -170,19 +175,26 @@ func fullSync(w http.ResponseWriter, r *http.Request, q Queries, tokens syncToke
 func writeChanges(w http.ResponseWriter, r *http.Request, changes []Change, next string, more bool) {
 	buf := getBuffer()
 	defer putBuffer(buf)
-	b := append(*buf, `{"changes":[`...)
+	b := append(*buf, changesHead...)
 	for i, c := range changes {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = appendChange(b, c)
 	}
+	*buf = appendChangesTail(b, next, more)
+	writeJSON(w, r, http.StatusOK, *buf)
+}
+
+// An answer of the feed is changesHead, the changes, then appendChangesTail.
+const changesHead = `{"changes":[`
+
+func appendChangesTail(b []byte, next string, more bool) []byte {
 	b = append(b, `],"next":`...)
 	b = appendJSONString(b, next)
 	b = append(b, `,"has_more":`...)
 	b = strconv.AppendBool(b, more)
-	*buf = append(b, '}')
-	writeJSON(w, r, http.StatusOK, *buf)
+	return append(b, '}')
 }
 
 // startSyncFeed starts the change notifier (until ctx ends) and has the

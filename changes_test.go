@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // feedJSON is an answer of GET /changes as a client reads it.
@@ -532,6 +536,28 @@ func TestChangeFeedSeesAPurgeOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if reads%2 == 1 {
+			// The handler's read: straight from the tasks' rows while no
+			// tombstone follows, merged once one does.
+			page, err := q.ChangesAfterJSON(t.Context(), user, 0, 2*n, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var decoded []changeJSON
+			if err := json.Unmarshal(append(append([]byte("["), page.Body...), ']'), &decoded); err != nil {
+				t.Fatalf("read %d: %v: %s", reads, err, page.Body)
+			}
+			if len(decoded) != page.Count {
+				t.Fatalf("read %d: %d changes, count %d", reads, len(decoded), page.Count)
+			}
+			changes, more = changes[:0], page.More
+			for _, c := range decoded {
+				if c.Op != "delete" {
+					t.Fatalf("read %d: %+v", reads, c)
+				}
+				changes = append(changes, Change{Seq: int64(len(changes) + 1), Deleted: c.ID})
+			}
+		}
 		var got []int64
 		for i, c := range changes {
 			if c.Deleted == 0 || (i > 0 && c.Seq <= changes[i-1].Seq) {
@@ -577,4 +603,135 @@ func TestSyncTokenPooledMACs(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// The feed's answer is byte for byte what writeChanges writes for
+// ChangesAfter's page: encoded straight from the tasks' rows when no
+// tombstone follows the token, merged with the tombstones when some do, with
+// has_more true and false, and through the scanned path when the rows come
+// in text.
+func TestChangesAnswerEncoding(t *testing.T) {
+	a := startAPI(t)
+	user, tok := a.newUser(t)
+	ctx := t.Context()
+	q := a.store.Queries
+	key, err := a.store.SyncTokenKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := syncTokens{key: key, retention: time.Hour, now: time.Now}
+	var ids []int64
+	for i := range 7 {
+		body := fmt.Sprintf(`{"title":"t%d \"q\" é","description":"d\n%d","priority":"high","tags":["a","b%d"],"due_date":"2030-01-0%dT10:00:00Z"}`, i, i, i, i+1)
+		ids = append(ids, a.createTask(t, tok, body).ID)
+	}
+	// A trashed task is a delete read from the tasks' rows.
+	mustStatus(t, a.do(t, "DELETE", fmt.Sprintf("/api/me/tasks/%d", ids[1]), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "PATCH", fmt.Sprintf("/api/me/tasks/%d", ids[0]), `{"completed":true}`, bearer(tok)), http.StatusOK)
+
+	// Text rows: a pool that speaks the simple protocol.
+	cfg, err := pgxpool.ParseConfig(a.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	textPool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer textPool.Close()
+	textQ := q
+	textQ.db = textPool
+
+	type pathCase struct{ tombstones, more bool }
+	seen := map[pathCase]bool{}
+	check := func(since int64, limit int) {
+		t.Helper()
+		changes, more, err := q.ChangesAfter(ctx, user, since, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tombstones int
+		if err := q.db.QueryRow(ctx, `SELECT count(*) FROM task_tombstones WHERE user_id = $1 AND seq > $2`, user, since).Scan(&tombstones); err != nil {
+			t.Fatal(err)
+		}
+		seen[pathCase{tombstones > 0, more}] = true
+		name := fmt.Sprintf("since %d limit %d (%d tombstones after)", since, limit, tombstones)
+
+		path := fmt.Sprintf("/api/me/changes?limit=%d&since=%s", limit, url.QueryEscape(tokens.encode(user, syncToken{Seq: since, Issued: time.Now()})))
+		got := mustStatus(t, a.do(t, "GET", path, nil, bearer(tok)), http.StatusOK).Body
+		var f feedJSON
+		if err := json.Unmarshal(got, &f); err != nil {
+			t.Fatalf("%s: %v: %s", name, err, got)
+		}
+		next, err := tokens.decode(user, f.Next)
+		if err != nil {
+			t.Fatalf("%s: next %v", name, err)
+		}
+		wantSeq := since
+		if len(changes) > 0 {
+			wantSeq = changes[len(changes)-1].Seq
+		}
+		if next.Seq != wantSeq || next.Full {
+			t.Fatalf("%s: next is %+v, want position %d", name, next, wantSeq)
+		}
+		rec := httptest.NewRecorder()
+		writeChanges(rec, httptest.NewRequest("GET", path, nil), changes, f.Next, more)
+		if want := rec.Body.Bytes(); !bytes.Equal(got, want) {
+			t.Fatalf("%s:\ngot  %s\nwant %s", name, got, want)
+		}
+
+		for _, dq := range []Queries{q, textQ} {
+			page, err := dq.ChangesAfterJSON(ctx, user, since, limit, []byte("head:"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []byte("head:")
+			for i, c := range changes {
+				if i > 0 {
+					want = append(want, ',')
+				}
+				want = appendChange(want, c)
+			}
+			if !bytes.Equal(page.Body, want) || page.Count != len(changes) || page.More != more || (len(changes) > 0 && page.Last != wantSeq) {
+				t.Fatalf("%s, text %v:\ngot  %s (count %d, more %v, last %d)\nwant %s", name, dq.db == textPool, page.Body, page.Count, page.More, page.Last, want)
+			}
+		}
+	}
+	positions := func() []int64 {
+		all, _, err := q.ChangesAfter(ctx, user, 0, maxChangesLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs := []int64{0}
+		for _, c := range all {
+			seqs = append(seqs, c.Seq)
+		}
+		return seqs
+	}
+	run := func() {
+		seqs := positions()
+		for _, since := range seqs {
+			for limit := 1; limit <= len(seqs)+1; limit++ {
+				check(since, limit)
+			}
+		}
+	}
+	run() // no tombstone anywhere
+	if len(seen) != 2 || !seen[pathCase{false, true}] || !seen[pathCase{false, false}] {
+		t.Fatalf("cases %v", seen)
+	}
+	// Tasks deleted for good, one of them first trashed earlier, then a
+	// later change: tombstones before, between and after the tasks' rows.
+	for _, i := range []int{1, 3, 5} {
+		if i != 1 {
+			mustStatus(t, a.do(t, "DELETE", fmt.Sprintf("/api/me/tasks/%d", ids[i]), nil, bearer(tok)), http.StatusNoContent)
+		}
+		mustStatus(t, a.do(t, "DELETE", fmt.Sprintf("/api/me/trash/%d", ids[i]), nil, bearer(tok)), http.StatusNoContent)
+	}
+	mustStatus(t, a.do(t, "PATCH", fmt.Sprintf("/api/me/tasks/%d", ids[2]), `{"title":"later"}`, bearer(tok)), http.StatusOK)
+	run()
+	if len(seen) != 4 {
+		t.Fatalf("cases %v", seen)
+	}
 }

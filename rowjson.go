@@ -433,3 +433,43 @@ func appendRawChanges(changes []Change, rows pgx.Rows, userID string, expect int
 	}
 	return changes, rows.Err()
 }
+
+// changedTaskRowsAreBinary is rowsAreBinary for the rows of
+// sqlChangedTasks: taskColumns, then change_seq.
+func changedTaskRowsAreBinary(rows pgx.Rows) bool {
+	fields := rows.FieldDescriptions()
+	return len(fields) == taskColumnCount+1 && rowsAreBinary(rows) && fieldIsBinary(fields[taskColumnCount], pgtype.Int8OID)
+}
+
+// appendRaw appends the changes in binary rows of sqlChangedTasks, read with
+// one more than limit, to the page: each row straight to JSON, as
+// appendChange writes it. The row past limit is not in the page: it only
+// says that more follow.
+func (page *ChangesPageJSON) appendRaw(rows pgx.Rows, userID string, limit int) error {
+	for rows.Next() {
+		if page.Count == limit {
+			page.More = true
+			continue
+		}
+		raw := rows.RawValues()
+		if len(raw) != taskColumnCount+1 || len(raw[taskColumnCount]) != 8 || len(raw[colID]) != 8 {
+			return errBadRow
+		}
+		if page.Count > 0 {
+			page.Body = append(page.Body, ',')
+		}
+		if raw[colDeletedAt] != nil {
+			page.Body = append(page.Body, `{"op":"delete","id":`...)
+			page.Body = strconv.AppendInt(page.Body, int64(binary.BigEndian.Uint64(raw[colID])), 10)
+		} else {
+			page.Body = append(page.Body, `{"op":"upsert","task":`...)
+			var err error
+			if page.Body, err = appendRawTask(page.Body, raw, userID); err != nil {
+				return err
+			}
+		}
+		page.Body = append(page.Body, '}')
+		page.Count, page.Last = page.Count+1, int64(binary.BigEndian.Uint64(raw[taskColumnCount]))
+	}
+	return rows.Err()
+}
