@@ -399,14 +399,7 @@ func searchStepOf(t *testing.T, target string) recordedSQL {
 	for suffix, statement := range searchSteps {
 		if target, ok := strings.CutSuffix(target, suffix); ok {
 			_, query, _ := strings.Cut(target, "?")
-			values, err := url.ParseQuery(query)
-			if err != nil {
-				t.Fatal(err)
-			}
-			q, err := parseListQuery(values)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, q := listQueryOf(t, query)
 			q.User = "heavy"
 			l := newListing(q)
 			return recordedSQL{l.searchSQL(statement), l.args}
@@ -424,6 +417,15 @@ func shapeTarget(t *testing.T, s string) string {
 		return target
 	}
 	path, query, _ := strings.Cut(target, "?")
+	values, q := listQueryOf(t, query)
+	c := cursor{Sort: q.Sort, Desc: q.Desc, ID: 12345, Time: time.Now(), Rank: 2, Title: "x"}
+	values.Set("cursor", c.String())
+	return path + "?" + values.Encode()
+}
+
+// listQueryOf parses a shape's query string as the listing handler does.
+func listQueryOf(t *testing.T, query string) (url.Values, listQuery) {
+	t.Helper()
 	values, err := url.ParseQuery(query)
 	if err != nil {
 		t.Fatal(err)
@@ -432,7 +434,5 @@ func shapeTarget(t *testing.T, s string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := cursor{Sort: q.Sort, Desc: q.Desc, ID: 12345, Time: time.Now(), Rank: 2, Title: "x"}
-	values.Set("cursor", c.String())
-	return path + "?" + values.Encode()
+	return values, q
 }
