@@ -303,3 +303,4 @@ func TestTagsCheckKeepsTheRuleItReplaced(t *testing.T) {
 		t.Fatalf("%d tasks after the refused insert (%v)", n, err)
 	}
 }
+

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -62,7 +63,7 @@ FROM generate_series(1, 60000) g`)
 		t.Fatal(err)
 	}
 	// VACUUM also merges the trigram index's pending list, as autovacuum would.
-	if _, err := pool.Exec(ctx, `VACUUM ANALYZE tasks`); err != nil {
+	if _, err := pool.Exec(ctx, `VACUUM ANALYZE tasks, task_search`); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -142,12 +143,12 @@ func TestListingPlansUseIndexes(t *testing.T) {
 								used = append(used, n.NodeType+" "+n.IndexName)
 							}
 						})
-						want := "Index Scan " + index
+						want := []string{"Index Scan " + index}
 						if step.name == "index" {
-							want = "Bitmap Index Scan tasks_search_keys"
+							want = []string{"Bitmap Index Scan task_search_keys_gin", "Index Scan tasks_pkey"}
 						}
-						if len(used) != 1 || used[0] != want {
-							t.Errorf("indexes used %v, want %s", used, want)
+						if !slices.Equal(used, want) {
+							t.Errorf("indexes used %v, want %v", used, want)
 						}
 					})
 				}

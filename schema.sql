@@ -446,3 +446,105 @@ $$;
 CREATE INDEX tasks_search_keys ON tasks USING gin (task_search_keys(user_id, title, description))
     WITH (gin_pending_list_limit = 256) WHERE deleted_at IS NULL;
 DROP INDEX tasks_search;
+
+-- migration: 8 search_keys_table
+-- The search index of migration 7 was an index on tasks, so every write
+-- that made a new row version of a live task wrote its keys again: a
+-- toggle, a restore, any edit, not only those of the title or description.
+-- Most writes change neither, and the keys cost a toggle 40 % of
+-- PostgreSQL's CPU (pgbench, docs/performance.md, "Search"). The keys move
+-- to a table of their own, one row per task, trashed or not: written when
+-- a task is inserted and when its title or description changes (in
+-- tasks_before_update, which every update calls already), deleted with the
+-- task. A search reads the user's candidates there and their tasks by
+-- primary key (store_search.go).
+--
+-- On a large table: tasks is locked against writes (SHARE) while the keys
+-- of every task are computed and indexed, reads go on; README:
+-- "Migrations" gives the time per million tasks. The DROP takes the table's
+-- ACCESS EXCLUSIVE lock for a moment.
+LOCK TABLE tasks IN SHARE MODE;
+
+CREATE TABLE task_search (
+    task_id bigint PRIMARY KEY,
+    user_id text NOT NULL,
+    keys    integer[] NOT NULL
+);
+
+INSERT INTO task_search (task_id, user_id, keys)
+SELECT id, user_id, task_search_keys(user_id, title, description) FROM tasks;
+
+CREATE INDEX task_search_keys_gin ON task_search USING gin (keys) WITH (gin_pending_list_limit = 256);
+
+CREATE OR REPLACE FUNCTION tasks_before_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    live_delta integer := 0;
+BEGIN
+    IF (NEW.title, NEW.description, NEW.completed, NEW.priority, NEW.tags, NEW.due_date, NEW.deleted_at,
+        NEW.recurrence_rule, NEW.recurrence_tz, NEW.recurrence_from, NEW.reminders)
+       IS NOT DISTINCT FROM
+       (OLD.title, OLD.description, OLD.completed, OLD.priority, OLD.tags, OLD.due_date, OLD.deleted_at,
+        OLD.recurrence_rule, OLD.recurrence_tz, OLD.recurrence_from, OLD.reminders) THEN
+        RETURN OLD;
+    END IF;
+    NEW.id           := OLD.id;
+    NEW.user_id      := OLD.user_id;
+    NEW.created_at   := OLD.created_at;
+    NEW.version      := OLD.version + 1;
+    NEW.updated_at   := greatest(now(), OLD.updated_at);
+    NEW.completed_at := CASE WHEN NOT NEW.completed THEN NULL
+                             WHEN OLD.completed THEN OLD.completed_at
+                             ELSE now() END;
+    IF OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN
+        live_delta := -1;
+    ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
+        live_delta := 1;
+    END IF;
+    -- Every user with a task has a row: the create statement makes it.
+    UPDATE task_counts SET tasks = tasks + live_delta, seq = seq + 1
+    WHERE user_id = NEW.user_id
+    RETURNING seq INTO NEW.change_seq;
+    IF (NEW.title, NEW.description) IS DISTINCT FROM (OLD.title, OLD.description) THEN
+        UPDATE task_search SET keys = task_search_keys(NEW.user_id, NEW.title, NEW.description)
+        WHERE task_id = NEW.id;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- Inserts and deletes come one at a time from requests, and by the
+-- thousand from a purge or a bulk load: one statement per statement.
+CREATE FUNCTION task_search_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO task_search (task_id, user_id, keys)
+    SELECT id, user_id, task_search_keys(user_id, title, description) FROM inserted;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tasks_search_insert AFTER INSERT ON tasks REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION task_search_insert();
+
+CREATE FUNCTION task_search_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM task_search WHERE task_id IN (SELECT id FROM deleted);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tasks_search_delete AFTER DELETE ON tasks REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION task_search_delete();
+
+CREATE FUNCTION task_search_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE task_search;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tasks_search_truncate AFTER TRUNCATE ON tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION task_search_truncate();
+
+DROP INDEX tasks_search_keys;
+

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -114,7 +115,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timesta
 	}
 	for _, sql := range []string{
 		`INSERT INTO task_counts (user_id, tasks, seq) SELECT user_id, count(*) FILTER (WHERE deleted_at IS NULL), 1 FROM tasks GROUP BY user_id`,
-		`VACUUM ANALYZE tasks`,
+		`VACUUM ANALYZE tasks, task_search`,
 	} {
 		if _, err := pool.Exec(t.Context(), sql); err != nil {
 			t.Fatal(err)
@@ -294,3 +295,102 @@ func TestSearchFindsWhatILIKEFound(t *testing.T) {
 }
 
 func firstIDs(ids []int64) []int64 { return ids[:min(len(ids), 8)] }
+
+// The search keys live in a table of their own (migration 8), kept by
+// triggers: a create writes a task's keys, an edit of its title or
+// description writes them again, a toggle, a move to the trash and a
+// restore leave them, and deleting for good or emptying the trash deletes
+// them. A search for a word a task was given later finds it: the search
+// index must hold the new keys, as no page of the listing is walked past
+// these few tasks.
+func TestSearchKeysFollowEveryWrite(t *testing.T) {
+	a := startAPI(t)
+	user, tok := a.newUser(t)
+	renamed := a.createTask(t, tok, map[string]any{"title": "alpha kiwi"})
+	described := a.createTask(t, tok, map[string]any{"title": "bravo", "description": "charlie notes"})
+	purged := a.createTask(t, tok, map[string]any{"title": "echo purged"})
+	emptied := a.createTask(t, tok, map[string]any{"title": "foxtrot emptied"})
+
+	mustStatus(t, a.do(t, "PUT", taskURL(renamed.ID), map[string]any{"title": "zebrafish one"}, bearer(tok)), http.StatusOK)
+	mustStatus(t, a.do(t, "PUT", taskURL(described.ID), map[string]any{"description": "delta notes"}, bearer(tok)), http.StatusOK)
+	mustStatus(t, a.do(t, "PATCH", taskURL(described.ID)+"/complete", nil, bearer(tok)), http.StatusOK)
+	mustStatus(t, a.do(t, "DELETE", taskURL(described.ID), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "POST", fmt.Sprintf("/api/me/trash/%d/restore", described.ID), nil, bearer(tok)), http.StatusOK)
+	mustStatus(t, a.do(t, "DELETE", taskURL(purged.ID), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "DELETE", fmt.Sprintf("/api/me/trash/%d", purged.ID), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "DELETE", taskURL(emptied.ID), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "DELETE", "/api/me/trash", nil, bearer(tok)), http.StatusNoContent)
+
+	for q, want := range map[string][]int64{
+		"zebrafish": {renamed.ID},
+		"kiwi":      nil,
+		"delta":     {described.ID},
+		"charlie":   nil,
+		"bravo":     {described.ID},
+		"echo":      nil,
+		"foxtrot":   nil,
+	} {
+		var got []int64
+		for _, k := range a.listAll(t, tok, "q="+q) {
+			got = append(got, k.ID)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("q=%s: tasks %v, want %v", q, got, want)
+		}
+	}
+
+	var rows, stale int
+	err := a.pool.QueryRow(t.Context(), `
+SELECT count(*), count(*) FILTER (WHERE tasks.id IS NULL OR task_search.task_id IS NULL
+    OR task_search.user_id <> tasks.user_id
+    OR task_search.keys <> task_search_keys(tasks.user_id, tasks.title, tasks.description))
+FROM tasks FULL JOIN task_search ON task_search.task_id = tasks.id
+WHERE coalesce(tasks.user_id, task_search.user_id) = $1`, user).Scan(&rows, &stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows != 2 || stale != 0 {
+		t.Errorf("%d rows of tasks and their keys, %d of them without the other or stale; want 2 and 0", rows, stale)
+	}
+}
+
+// Migration 8 computes the keys of every task already there, in the trash
+// or not, and TRUNCATE of tasks (a test's reset, an operator's) empties the
+// keys too, so that no stale row refuses a later task's.
+func TestSearchKeysMigrationAndTruncate(t *testing.T) {
+	dbURL := newDatabase(t, false)
+	m := mustMigrator(t)
+	conn := connect(t, dbURL)
+	old := &Migrator{migrations: m.migrations[:7], log: discardLog()}
+	if _, err := old.Up(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(t.Context(), `
+INSERT INTO tasks (user_id, title, description, deleted_at)
+SELECT 'legacy', 'old ' || g, 'kept ' || g, CASE WHEN g = 3 THEN now() END FROM generate_series(1, 3) g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Up(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	countKeys := func() (rows, right int) {
+		t.Helper()
+		err := conn.QueryRow(t.Context(), `
+SELECT count(*), count(*) FILTER (WHERE keys = task_search_keys(tasks.user_id, title, description))
+FROM task_search JOIN tasks ON tasks.id = task_search.task_id`).Scan(&rows, &right)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rows, right
+	}
+	if rows, right := countKeys(); rows != 3 || right != 3 {
+		t.Fatalf("after the migration: keys of %d tasks, %d right; want 3", rows, right)
+	}
+	if _, err := conn.Exec(t.Context(), `TRUNCATE tasks CASCADE`); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM task_search`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("after TRUNCATE tasks: %d rows of keys (%v)", left, err)
+	}
+}

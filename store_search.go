@@ -13,7 +13,7 @@ import (
 //   - walking the listing's own index in order, checking each task, as a
 //     listing without q reads: a term in 40 % of the user's tasks fills a page
 //     of 100 within 250 of them, but a rare one reads all of them;
-//   - the search index (tasks_search_keys, migration 7): the user's tasks that
+//   - the search index (task_search, migrations 7 and 8): the user's tasks that
 //     hold every trigram of q, sorted: cheap for a rare term, but a term in
 //     7,600 of them is 7,600 rows to fetch and sort.
 //
@@ -92,21 +92,24 @@ SELECT {columns}, (SELECT seq FROM task_counts WHERE user_id = {user})
 FROM (SELECT *, {key} AS k FROM tasks WHERE {where} ORDER BY {order} LIMIT (SELECT 30 * {n})) tasks
 WHERE {contains} ORDER BY k{dir}, id{dir} LIMIT {n}`
 
-	// The candidates are the user's tasks with every trigram of q, and those
-	// of users whose id hashes alike. The innermost subquery keeps the index
-	// condition apart from the cursor's, so that the planner never computes
-	// task_search_keys row by row along the listing's index instead. They are
-	// sorted, then checked in order, only as many as the page takes. A search
-	// that finds nothing still returns the user's feed position (the ETag),
-	// alone in a row of NULLs, so ListTasks needs no second look.
+	// The candidates are the user's tasks with every trigram of q: the rows
+	// of task_search (migration 8) whose keys hold q's, of this user (the
+	// keys of users whose id hashes alike hold them too), then their tasks by
+	// primary key. The innermost subquery keeps the candidates apart from
+	// the cursor's condition, so that the planner never walks the listing's
+	// index and looks up each task's keys instead. They are sorted, then
+	// checked in order, only as many as the page takes. A search that finds
+	// nothing still returns the user's feed position (the ETag), alone in a
+	// row of NULLs, so ListTasks needs no second look.
 	sqlSearchIndex = `
 SELECT {columns}, feed.seq
 FROM (SELECT seq FROM task_counts WHERE user_id = {user}) feed
 LEFT JOIN (
     SELECT * FROM (
         SELECT *, {key} AS k FROM (
-            SELECT * FROM tasks WHERE user_id = {user} AND {live}
-                AND task_search_keys(user_id, title, description) @> task_search_keys({user}, {q}, '')
+            SELECT tasks.* FROM task_search JOIN tasks ON tasks.id = task_search.task_id
+            WHERE task_search.user_id = {user} AND task_search.keys @> task_search_keys({user}, {q}, '')
+                AND tasks.user_id = {user} AND tasks.{live}
             OFFSET 0) tasks
         WHERE {where} ORDER BY {order} OFFSET 0) tasks
     WHERE {contains} ORDER BY k{dir}, id{dir} LIMIT {n}) tasks ON true

@@ -82,8 +82,9 @@ FROM (SELECT seq FROM task_counts WHERE user_id = $1) feed
 LEFT JOIN (
     SELECT * FROM (
         SELECT *, created_at AS k FROM (
-            SELECT * FROM tasks WHERE user_id = $1 AND deleted_at IS NULL
-                AND task_search_keys(user_id, title, description) @> task_search_keys($1, $2, '')
+            SELECT tasks.* FROM task_search JOIN tasks ON tasks.id = task_search.task_id
+            WHERE task_search.user_id = $1 AND task_search.keys @> task_search_keys($1, $2, '')
+                AND tasks.user_id = $1 AND tasks.deleted_at IS NULL
             OFFSET 0) tasks
         WHERE user_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC OFFSET 0) tasks
     WHERE (strpos(lower(title), lower($2)) > 0 OR strpos(lower(description), lower($2)) > 0) ORDER BY k DESC, id DESC LIMIT $3) tasks ON true
