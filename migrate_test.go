@@ -304,3 +304,58 @@ func TestTagsCheckKeepsTheRuleItReplaced(t *testing.T) {
 	}
 }
 
+// Migration 9 puts nine CHECKs of tasks into one (task_row_valid): the
+// database still refuses every row one of them refused, with a check
+// violation, and keeps none of it; a valid row still goes in.
+func TestOneCheckRefusesWhatTheNineDid(t *testing.T) {
+	conn := connect(t, newDatabase(t, true))
+	long := func(n int) string { return "'" + strings.Repeat("x", n) + "'" }
+	// insert inserts a valid task with some of its values replaced.
+	insert := func(replace map[string]string) error {
+		cols := []string{"user_id", "title", "description", "completed", "completed_at", "priority", "tags", "version",
+			"recurrence_rule", "recurrence_tz", "recurrence_from", "reminders", "due_date"}
+		valid := map[string]string{"user_id": "'u'", "title": "'t'", "description": "''", "completed": "false",
+			"completed_at": "NULL", "priority": "'none'", "tags": "'{}'", "version": "1", "recurrence_rule": "NULL",
+			"recurrence_tz": "NULL", "recurrence_from": "NULL", "reminders": "'{}'", "due_date": "now() + interval '1 day'"}
+		values := make([]string, len(cols))
+		for i, c := range cols {
+			values[i] = valid[c]
+			if v, ok := replace[c]; ok {
+				values[i] = v
+			}
+		}
+		_, err := conn.Exec(t.Context(), "INSERT INTO tasks ("+strings.Join(cols, ", ")+") VALUES ("+strings.Join(values, ", ")+")")
+		return err
+	}
+	for what, replace := range map[string]map[string]string{
+		"an empty user id":                 {"user_id": "''"},
+		"a user id of 256 characters":      {"user_id": long(256)},
+		"an empty title":                   {"title": "''"},
+		"a title with a leading space":     {"title": "' x'"},
+		"a title of 201 characters":        {"title": long(201)},
+		"a description of 1001 characters": {"description": long(1001)},
+		"completed without completed_at":   {"completed": "true"},
+		"completed_at without completed":   {"completed_at": "now()"},
+		"an unknown priority":              {"priority": "'urgent'"},
+		"duplicate tags":                   {"tags": "'{a,a}'"},
+		"version 0":                        {"version": "0"},
+		"a rule without its time zone":     {"recurrence_rule": "'FREQ=DAILY'", "recurrence_from": "'due'"},
+		"a recurrence from nowhere":        {"recurrence_rule": "'FREQ=DAILY'", "recurrence_tz": "'UTC'", "recurrence_from": "'start'"},
+		"six reminders":                    {"reminders": "'{PT1M,PT2M,PT3M,PT4M,PT5M,PT6M}'"},
+		"reminders in two dimensions":      {"reminders": "'{{PT1M},{PT2M}}'"},
+	} {
+		err := insert(replace)
+		if pgErr, ok := errors.AsType[*pgconn.PgError](err); !ok || pgErr.Code != "23514" || pgErr.ConstraintName != "tasks_row_valid" {
+			t.Errorf("%s: %v, want a violation of tasks_row_valid", what, err)
+		}
+	}
+	var n int
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM tasks`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d tasks after the refused inserts (%v)", n, err)
+	}
+	err := insert(map[string]string{"tags": "'{a,b}'", "recurrence_rule": "'FREQ=DAILY'", "recurrence_tz": "'UTC'",
+		"recurrence_from": "'due'", "reminders": "'{PT1M}'", "completed": "true", "completed_at": "now()"})
+	if err != nil {
+		t.Fatalf("a valid task: %v", err)
+	}
+}
