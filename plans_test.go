@@ -13,9 +13,12 @@ import (
 
 // planNode is the part of EXPLAIN (FORMAT JSON) the test reads.
 type planNode struct {
-	NodeType  string     `json:"Node Type"`
-	IndexName string     `json:"Index Name"`
-	Plans     []planNode `json:"Plans"`
+	NodeType     string     `json:"Node Type"`
+	IndexName    string     `json:"Index Name"`
+	RelationName string     `json:"Relation Name"`
+	JoinType     string     `json:"Join Type"`
+	Parent       string     `json:"Parent Relationship"`
+	Plans        []planNode `json:"Plans"`
 }
 
 func (n planNode) walk(visit func(planNode)) {
@@ -168,4 +171,46 @@ func listingIndex(sortKey string, desc bool) string {
 		return "tasks_user_priority"
 	}
 	return "tasks_user_" + sortKey
+}
+
+// The feed's page (sqlChangesPage) reads the user's changes from the feed's
+// index, in position order, and nothing sorts them again above the join: the
+// plan's top is the nested loop whose outer side is the one row of gone, so
+// the changes come in the subquery's order, the order ChangesAfterJSON
+// encodes them in.
+func TestChangesPagePlanKeepsTheOrder(t *testing.T) {
+	pool, err := pgxpool.New(t.Context(), newDatabase(t, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for _, sql := range []string{
+		`INSERT INTO tasks (user_id, title, change_seq) SELECT 'u' || (g % 20), 'task ' || g, g FROM generate_series(1, 20000) g`,
+		`INSERT INTO task_tombstones (user_id, task_id, seq, deleted_at) SELECT 'u' || (g % 20), 100000 + g, 30000 + g, now() FROM generate_series(1, 2000) g`,
+		`VACUUM ANALYZE tasks, task_tombstones`,
+	} {
+		if _, err := pool.Exec(t.Context(), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, since := range []int64{0, 19000, 40000} {
+		plan := explainSQL(t, pool, sqlChangesPage, []any{"u3", since, 101})
+		if plan.NodeType != "Nested Loop" || plan.JoinType != "Left" {
+			t.Fatalf("since %d: the plan's top is %s %s, want the join's Nested Loop Left", since, plan.NodeType, plan.JoinType)
+		}
+		var outer, inner []string
+		for _, side := range plan.Plans {
+			side.walk(func(n planNode) {
+				switch side.Parent {
+				case "Outer":
+					outer = append(outer, n.RelationName, n.IndexName)
+				case "Inner":
+					inner = append(inner, n.RelationName, n.IndexName)
+				}
+			})
+		}
+		if !slices.Contains(inner, "tasks_user_change") || slices.Contains(outer, "tasks") {
+			t.Errorf("since %d: the join reads %v, then %v; want the one row of gone, then the tasks by tasks_user_change", since, outer, inner)
+		}
+	}
 }

@@ -434,26 +434,42 @@ func appendRawChanges(changes []Change, rows pgx.Rows, userID string, expect int
 	return changes, rows.Err()
 }
 
-// changedTaskRowsAreBinary is rowsAreBinary for the rows of
-// sqlChangedTasks: taskColumns, then change_seq.
-func changedTaskRowsAreBinary(rows pgx.Rows) bool {
+// changesPageIsBinary is rowsAreBinary for the rows of sqlChangesPage:
+// taskColumns, change_seq, then whether tombstones follow.
+func changesPageIsBinary(rows pgx.Rows) bool {
 	fields := rows.FieldDescriptions()
-	return len(fields) == taskColumnCount+1 && rowsAreBinary(rows) && fieldIsBinary(fields[taskColumnCount], pgtype.Int8OID)
+	return len(fields) == taskColumnCount+2 && rowsAreBinary(rows) &&
+		fieldIsBinary(fields[taskColumnCount], pgtype.Int8OID) && fieldIsBinary(fields[taskColumnCount+1], pgtype.BoolOID)
 }
 
-// appendRaw appends the changes in binary rows of sqlChangedTasks, read with
+// appendRaw appends the changes in binary rows of sqlChangesPage, read with
 // one more than limit, to the page: each row straight to JSON, as
 // appendChange writes it. The row past limit is not in the page: it only
-// says that more follow.
-func (page *ChangesPageJSON) appendRaw(rows pgx.Rows, userID string, limit int) error {
+// says that more follow. reread says that the page must be read through
+// ChangesAfter instead: a tombstone follows the position (its delete goes
+// in between), or a row came out of position order.
+func (page *ChangesPageJSON) appendRaw(rows pgx.Rows, userID string, limit int) (reread bool, err error) {
 	for rows.Next() {
+		raw := rows.RawValues()
+		if len(raw) != taskColumnCount+2 || len(raw[taskColumnCount+1]) != 1 {
+			return false, errBadRow
+		}
+		if raw[taskColumnCount+1][0] != 0 {
+			return true, nil
+		}
+		if raw[colID] == nil { // no change: the row of NULLs
+			continue
+		}
+		if len(raw[taskColumnCount]) != 8 || len(raw[colID]) != 8 {
+			return false, errBadRow
+		}
+		seq := int64(binary.BigEndian.Uint64(raw[taskColumnCount]))
+		if page.Count > 0 && seq <= page.Last {
+			return true, nil
+		}
 		if page.Count == limit {
 			page.More = true
 			continue
-		}
-		raw := rows.RawValues()
-		if len(raw) != taskColumnCount+1 || len(raw[taskColumnCount]) != 8 || len(raw[colID]) != 8 {
-			return errBadRow
 		}
 		if page.Count > 0 {
 			page.Body = append(page.Body, ',')
@@ -463,13 +479,12 @@ func (page *ChangesPageJSON) appendRaw(rows pgx.Rows, userID string, limit int) 
 			page.Body = strconv.AppendInt(page.Body, int64(binary.BigEndian.Uint64(raw[colID])), 10)
 		} else {
 			page.Body = append(page.Body, `{"op":"upsert","task":`...)
-			var err error
 			if page.Body, err = appendRawTask(page.Body, raw, userID); err != nil {
-				return err
+				return false, err
 			}
 		}
 		page.Body = append(page.Body, '}')
-		page.Count, page.Last = page.Count+1, int64(binary.BigEndian.Uint64(raw[taskColumnCount]))
+		page.Count, page.Last = page.Count+1, seq
 	}
-	return rows.Err()
+	return false, rows.Err()
 }

@@ -35,6 +35,19 @@ ORDER BY change_seq LIMIT $3`
 SELECT task_id, seq FROM task_tombstones
 WHERE user_id = $1 AND seq > $2
 ORDER BY seq LIMIT $3`
+	// A page of the feed's answer in one statement, one snapshot: the tasks
+	// changed after the position, as sqlChangedTasks reads them, each row
+	// also saying whether a task deleted for good has a tombstone after the
+	// position (one index probe). A page with no change is one row of NULLs
+	// that still says so. No ORDER BY above the join: its only plan is a
+	// nested loop over the one row of gone, which keeps the changes in the
+	// subquery's order (a Sort would cost more than the tombstones'
+	// statement it replaces); appendRaw checks the order, and the plans test
+	// the plan.
+	sqlChangesPage = `
+SELECT changed.*, gone.tombstones
+FROM (SELECT EXISTS (SELECT FROM task_tombstones WHERE user_id = $1 AND seq > $2) AS tombstones) gone
+LEFT JOIN (` + sqlChangedTasks + `) changed ON true`
 	// A page of a full sync: the live tasks, in the order of their latest
 	// change, after a (position, id).
 	sqlLiveTasksAfter = `
@@ -131,48 +144,36 @@ type ChangesPageJSON struct {
 }
 
 // ChangesAfterJSON is ChangesAfter, its page encoded after dst, for the
-// feed's handler. It sends the same two statements in one round trip, and
-// encodes each binary row of the tasks straight into the page as it arrives:
-// no Change per row, no buffer of tasks to copy. When no tombstone follows
-// the position (the common case), those rows are the page. When some do,
-// their changes must be merged in between: the page is read again through
-// ChangesAfter, a second round trip, but only for a sync that covers a task
-// deleted for good (TestChangesAnswerEncoding checks both ways give the same
-// bytes).
+// feed's handler. In the common case it is one statement (sqlChangesPage),
+// whose binary rows are encoded straight into the page as they arrive: no
+// Change per row, no buffer of tasks to copy. When a tombstone follows the
+// position, its delete must be merged in between, so the page is read again
+// through ChangesAfter, a second round trip, but only for a sync that covers
+// a task deleted for good; rows in text (the simple protocol) take that way
+// too (TestChangesAnswerEncoding checks every way gives the same bytes).
 func (q Queries) ChangesAfterJSON(ctx context.Context, userID string, since int64, limit int, dst []byte) (ChangesPageJSON, error) {
 	page := ChangesPageJSON{Body: dst}
-	direct := false      // the tasks' rows were binary, and are encoded in page
-	var scanned []Change // the tasks' rows when they were not, then the tombstones
-	batch := &pgx.Batch{}
-	batch.Queue(sqlChangedTasks, userID, since, limit+1).Query(func(rows pgx.Rows) error {
-		if !changedTaskRowsAreBinary(rows) {
-			var err error
-			scanned, err = scanChangedTasks(scanned, rows, userID, limit+1)
-			return err
-		}
-		direct = true
-		return page.appendRaw(rows, userID, limit)
-	})
-	batch.Queue(sqlTombstonesAfter, userID, since, limit+1).Query(func(rows pgx.Rows) error {
-		var err error
-		scanned, err = scanTombstones(scanned, rows)
-		return err
-	})
-	if err := q.db.SendBatch(ctx, batch).Close(); err != nil {
+	rows, err := q.db.Query(ctx, sqlChangesPage, userID, since, limit+1)
+	if err != nil {
 		return ChangesPageJSON{}, dbFail("read changes", err)
 	}
-	if direct && len(scanned) == 0 {
+	reread := true
+	if changesPageIsBinary(rows) {
+		reread, err = page.appendRaw(rows, userID, limit)
+	}
+	rows.Close()
+	if err == nil {
+		err = rows.Err()
+	}
+	if err != nil {
+		return ChangesPageJSON{}, dbFail("read changes", err)
+	}
+	if !reread {
 		return page, nil
 	}
-	var changes []Change
-	var more bool
-	if direct {
-		var err error
-		if changes, more, err = q.ChangesAfter(ctx, userID, since, limit); err != nil {
-			return ChangesPageJSON{}, err
-		}
-	} else {
-		changes, more = mergeChanges(scanned, limit)
+	changes, more, err := q.ChangesAfter(ctx, userID, since, limit)
+	if err != nil {
+		return ChangesPageJSON{}, err
 	}
 	page = ChangesPageJSON{Body: dst, More: more}
 	for i, c := range changes {
