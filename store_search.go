@@ -45,16 +45,17 @@ const (
 // tasks, cheaply, as there are few.
 func (q Queries) search(ctx context.Context, lq listQuery) (TaskPage, error) {
 	l := newListing(lq)
-	page, err := q.listPage(ctx, lq, l.searchSQL(sqlSearchHead), l.args)
+	sql := l.searchStatements()
+	page, err := q.listPage(ctx, lq, sql(sqlSearchHead), l.args)
 	if err != nil || page.More {
 		return page, err
 	}
 	if len(page.Tasks)*searchCommon >= searchHeadPages*(lq.Limit+1) {
-		if page, err = q.listPage(ctx, lq, l.searchSQL(sqlSearchWalk), l.args); err != nil || page.More {
+		if page, err = q.listPage(ctx, lq, sql(sqlSearchWalk), l.args); err != nil || page.More {
 			return page, err
 		}
 	}
-	return q.listPage(ctx, lq, l.searchSQL(sqlSearchIndex), l.args)
+	return q.listPage(ctx, lq, sql(sqlSearchIndex), l.args)
 }
 
 // searchIndexed reports whether q has trigrams for the search index: three
@@ -117,8 +118,12 @@ ORDER BY k{dir}, id{dir}`
 )
 
 // searchSQL is a statement of a search for this listing.
-func (l listing) searchSQL(statement string) string {
-	return strings.NewReplacer(
+func (l listing) searchSQL(statement string) string { return l.searchStatements()(statement) }
+
+// searchStatements writes the statements of a search for this listing, with
+// one replacer for all of them.
+func (l listing) searchStatements() func(statement string) string {
+	r := strings.NewReplacer(
 		"{columns}", taskColumns,
 		"{live}", live,
 		"{where}", l.where,
@@ -129,5 +134,6 @@ func (l listing) searchSQL(statement string) string {
 		"{n}", l.limit,
 		"{user}", l.user,
 		"{q}", l.q,
-	).Replace(strings.TrimPrefix(statement, "\n"))
+	)
+	return func(statement string) string { return r.Replace(strings.TrimPrefix(statement, "\n")) }
 }
