@@ -23,7 +23,7 @@ type searchTask struct {
 }
 
 // searchTestData is alice's 900 tasks, with words in chosen shares of them,
-// and the tasks of bob, whose id shares alice's 4 bits in the search index,
+// and the tasks of bob, whose id shares alice's 8 bits in the search index,
 // and of carol, whose does not. bob and carol write the same words, in every
 // task: the index finds bob's along with alice's, and the listing must not.
 func searchTestData(bob string) []searchTask {
@@ -87,7 +87,7 @@ func bucketMate(t *testing.T, pool *pgxpool.Pool, user string) string {
 	var mate string
 	err := pool.QueryRow(t.Context(), `
 SELECT 'bob' || g FROM generate_series(1, 100000) g
-WHERE task_search_keys('bob' || g, 'abc', '') = task_search_keys($1, 'abc', '') LIMIT 1`, user).Scan(&mate)
+WHERE task_trigrams('bob' || g, 'abc', '') = task_trigrams($1, 'abc', '') LIMIT 1`, user).Scan(&mate)
 	if err != nil {
 		t.Fatalf("no user id with the search keys of %s: %v", user, err)
 	}
@@ -192,7 +192,7 @@ func stepsOf(sqls []string) []string {
 	var steps []string
 	for _, sql := range sqls {
 		switch {
-		case strings.Contains(sql, "task_search_keys"):
+		case strings.Contains(sql, "task_trigrams"):
 			steps = append(steps, "index")
 		case strings.Contains(sql, "LIMIT (SELECT 30 *"):
 			steps = append(steps, "walk")
@@ -343,7 +343,7 @@ func TestSearchKeysFollowEveryWrite(t *testing.T) {
 	err := a.pool.QueryRow(t.Context(), `
 SELECT count(*), count(*) FILTER (WHERE tasks.id IS NULL OR task_search.task_id IS NULL
     OR task_search.user_id <> tasks.user_id
-    OR task_search.keys <> task_search_keys(tasks.user_id, tasks.title, tasks.description))
+    OR task_search.keys <> task_trigrams(tasks.user_id, tasks.title, tasks.description))
 FROM tasks FULL JOIN task_search ON task_search.task_id = tasks.id
 WHERE coalesce(tasks.user_id, task_search.user_id) = $1`, user).Scan(&rows, &stale)
 	if err != nil {
@@ -376,7 +376,7 @@ SELECT 'legacy', 'old ' || g, 'kept ' || g, CASE WHEN g = 3 THEN now() END FROM 
 	countKeys := func() (rows, right int) {
 		t.Helper()
 		err := conn.QueryRow(t.Context(), `
-SELECT count(*), count(*) FILTER (WHERE keys = task_search_keys(tasks.user_id, title, description))
+SELECT count(*), count(*) FILTER (WHERE keys = task_trigrams(tasks.user_id, title, description))
 FROM task_search JOIN tasks ON tasks.id = task_search.task_id`).Scan(&rows, &right)
 		if err != nil {
 			t.Fatal(err)

@@ -109,7 +109,7 @@ LEFT JOIN (
     SELECT * FROM (
         SELECT *, {key} AS k FROM (
             SELECT tasks.* FROM task_search JOIN tasks ON tasks.id = task_search.task_id
-            WHERE task_search.user_id = {user} AND task_search.keys @> task_search_keys({user}, {q}, '')
+            WHERE task_search.user_id = {user} AND task_search.keys @> task_trigrams({user}, {q}, '')
                 AND tasks.user_id = {user} AND tasks.{live}
             OFFSET 0) tasks
         WHERE {where} ORDER BY {order} OFFSET 0) tasks

@@ -83,7 +83,7 @@ LEFT JOIN (
     SELECT * FROM (
         SELECT *, created_at AS k FROM (
             SELECT tasks.* FROM task_search JOIN tasks ON tasks.id = task_search.task_id
-            WHERE task_search.user_id = $1 AND task_search.keys @> task_search_keys($1, $2, '')
+            WHERE task_search.user_id = $1 AND task_search.keys @> task_trigrams($1, $2, '')
                 AND tasks.user_id = $1 AND tasks.deleted_at IS NULL
             OFFSET 0) tasks
         WHERE user_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC OFFSET 0) tasks
