@@ -567,8 +567,10 @@ $$;
 CREATE TRIGGER tasks_search_truncate AFTER TRUNCATE ON tasks
     FOR EACH STATEMENT EXECUTE FUNCTION task_search_truncate();
 
+-- task_search_keys stays: an instance of the previous version, still
+-- serving during a rolling deploy, names it in its search statement, which
+-- keeps answering (slowly, without its index) until that instance stops.
 DROP INDEX tasks_search_keys;
-DROP FUNCTION task_search_keys(text, text, text);
 
 -- migration: 9 conditions_compiled_once
 -- PostgreSQL keeps a trigger's WHEN condition and a CHECK constraint as

@@ -355,8 +355,9 @@ WHERE coalesce(tasks.user_id, task_search.user_id) = $1`, user).Scan(&rows, &sta
 }
 
 // Migration 8 computes the keys of every task already there, in the trash
-// or not, and TRUNCATE of tasks (a test's reset, an operator's) empties the
-// keys too, so that no stale row refuses a later task's.
+// or not, leaves the previous version's search working, and TRUNCATE of
+// tasks (a test's reset, an operator's) empties the keys too, so that no
+// stale row refuses a later task's.
 func TestSearchKeysMigrationAndTruncate(t *testing.T) {
 	dbURL := newDatabase(t, false)
 	m := mustMigrator(t)
@@ -385,6 +386,13 @@ FROM task_search JOIN tasks ON tasks.id = task_search.task_id`).Scan(&rows, &rig
 	}
 	if rows, right := countKeys(); rows != 3 || right != 3 {
 		t.Fatalf("after the migration: keys of %d tasks, %d right; want 3", rows, right)
+	}
+	// The previous version's search condition, as an instance still serving
+	// during a rolling deploy sends it, keeps answering.
+	var found int
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM tasks WHERE user_id = 'legacy' AND deleted_at IS NULL
+AND task_search_keys(user_id, title, description) @> task_search_keys('legacy', 'old', '')`).Scan(&found); err != nil || found != 2 {
+		t.Fatalf("the previous version's search after the migration: %d tasks (%v), want 2", found, err)
 	}
 	if _, err := conn.Exec(t.Context(), `TRUNCATE tasks CASCADE`); err != nil {
 		t.Fatal(err)
