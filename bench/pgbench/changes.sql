@@ -8,9 +8,8 @@
 \set since 0
 \set limit 101
 
-SELECT changed.*, gone.tombstones
-FROM (SELECT EXISTS (SELECT FROM task_tombstones WHERE user_id = :uid AND seq > :since) AS tombstones) gone
-LEFT JOIN (
-SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, recurrence_rule, recurrence_tz, recurrence_from, reminders, CASE WHEN recurrence_rule IS NOT NULL THEN coalesce(series_id, id) END, next_occurrence_id, change_seq FROM tasks
+(SELECT id, title, description, completed, completed_at, priority, tags, due_date, version, created_at, updated_at, deleted_at, recurrence_rule, recurrence_tz, recurrence_from, reminders, CASE WHEN recurrence_rule IS NOT NULL THEN coalesce(series_id, id) END, next_occurrence_id, change_seq, NULL::boolean FROM tasks
 WHERE user_id = :uid AND change_seq > :since
-ORDER BY change_seq LIMIT :limit) changed ON true;
+ORDER BY change_seq LIMIT :limit)
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, EXISTS (SELECT FROM task_tombstones WHERE user_id = :uid AND seq > :since);
