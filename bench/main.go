@@ -65,6 +65,8 @@ type options struct {
 	rateLimit  bool
 	metrics    bool
 	openLoop   bool
+	rounds     int    // the table: how many times each scenario is measured, in turns
+	client     string // the table's load generator: "go" or "wrk"
 }
 
 // countFlag is a mode that takes a count: -streams alone runs it with its
@@ -106,6 +108,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	scenarios := fs.String("scenarios", strings.Join(scenarioNames(), ","), "comma-separated scenarios to run")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per scenario (and per pgbench run)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before each scenario")
+	fs.IntVar(&o.rounds, "rounds", 1, "with the table: measure the scenarios this many times, in turns (A B C, A B C, …), so that ratios between scenarios come from runs minutes apart and noise shows as their spread")
+	fs.StringVar(&o.client, "client", "go", "with the table: the load generator, go (the Go client, in this process) or wrk (installed apart; a fraction of the Go client's CPU per request)")
 	fs.IntVar(&o.conns, "conns", 32, "concurrent connections (HTTP clients, and pgbench clients)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (service log, database, scripts)")
 	fs.IntVar(&o.pool, "pool", 0, "the service's pool_max_conns (0: the service's default); see -exec-mode")
@@ -144,6 +148,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-duration: at least 1s (pgbench counts whole seconds)")
 	case o.conns < 1:
 		return o, errors.New("-conns: at least 1")
+	case o.rounds < 1:
+		return o, errors.New("-rounds: at least 1")
+	case !slices.Contains(clients, o.client):
+		return o, fmt.Errorf("-client: %q is not one of %s", o.client, strings.Join(clients, ", "))
 	case o.explainOut != "" && !o.scale:
 		return o, errors.New("-explain-out needs -scale")
 	case o.idle < 10*time.Second:
@@ -160,6 +168,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-soak, -scale, -streams, -fanout, -ratelimit, -metrics and -openloop are separate runs")
 	case o.baseline != "" && modes > 0:
 		return o, errors.New("-baseline goes with the table")
+	case o.rounds > 1 && modes > 0:
+		return o, errors.New("-rounds goes with the table")
+	case o.client != "go" && modes > 0:
+		return o, errors.New("-client goes with the table")
 	}
 	return o, nil
 }

@@ -185,17 +185,13 @@ func (r metricsRun) failedScrapes() int {
 	return n
 }
 
-// median of f over the turns.
-func median(turns []metricsTurn, f func(metricsTurn) float64) float64 {
+// turnsMedian is the median of f over the turns.
+func turnsMedian(turns []metricsTurn, f func(metricsTurn) float64) float64 {
 	v := make([]float64, len(turns))
 	for i, t := range turns {
 		v[i] = f(t)
 	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	return median(v)
 }
 
 func reqPerSec(t metricsTurn) float64 { return t.st.rate() }
@@ -229,8 +225,8 @@ func (r metricsRun) markdown() string {
 				ms(t.st.percentile(50)), ms(t.st.percentile(99)), serviceCPU(t), scrapes, took)
 		}
 	}
-	plainRate, withRate := median(r.plain, reqPerSec), median(r.with, reqPerSec)
-	plainCPU, withCPU := median(r.plain, serviceCPU), median(r.with, serviceCPU)
+	plainRate, withRate := turnsMedian(r.plain, reqPerSec), turnsMedian(r.with, reqPerSec)
+	plainCPU, withCPU := turnsMedian(r.plain, serviceCPU), turnsMedian(r.with, serviceCPU)
 	drop := 1 - withRate/plainRate
 	fmt.Fprintf(&b, "\nMedians: %.0f req/s without metrics, %.0f with: %+.1f %% throughput (goal: a drop of at most 3 %%: %s). "+
 		"Service CPU per request %.3f ms without, %.3f ms with (%+.1f %%).", plainRate, withRate, -100*drop,

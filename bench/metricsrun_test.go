@@ -26,10 +26,10 @@ func TestMetricsRunComparesMedians(t *testing.T) {
 		plain: []metricsTurn{turn(1000, 100*time.Millisecond), turn(3000, 300*time.Millisecond), turn(1100, 110*time.Millisecond)},
 		with:  []metricsTurn{turn(1050, 110*time.Millisecond), turn(10, time.Millisecond), turn(1060, 115*time.Millisecond)},
 	}
-	if got := median(r.plain, reqPerSec); got != 1100 {
+	if got := turnsMedian(r.plain, reqPerSec); got != 1100 {
 		t.Errorf("median req/s without metrics %v, want 1100", got)
 	}
-	if got := median(r.with, reqPerSec); got != 1050 {
+	if got := turnsMedian(r.with, reqPerSec); got != 1050 {
 		t.Errorf("median req/s with metrics %v, want 1050", got)
 	}
 	md := r.markdown()

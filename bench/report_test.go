@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +67,85 @@ func TestCommandLine(t *testing.T) {
 	want := `go run ./bench -scenarios list,get -out docs/performance.md -cpuprofile 'my prof' 'it'\''s'`
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
+// With -rounds, the table pools each scenario's rounds, and each goal
+// between two scenarios is also taken within every round; the verdict goes
+// by the median of the rounds, not by the pool, which one noisy round can
+// move.
+func TestRoundsPoolAndJudgeByTheMedian(t *testing.T) {
+	ms := time.Millisecond
+	run := func(name string, requests int, service, postgres time.Duration) row {
+		cpu := &cpuUse{service: service, postgres: postgres, machine: service + postgres}
+		return row{scenario: name, st: stats{elapsed: time.Second, latencies: make([]time.Duration, requests)},
+			ceiling: pgbenchResult{tps: 100, transactions: 100}, cpu: cpu, ceilingCPU: cpu}
+	}
+	// Per round, the sync costs 0.9, 0.95 and 2.0 times the list (2 per
+	// request against 1, in the third: one noisy round), and the 304s
+	// answer 3.2, 3.1 and 2.0 times the lists.
+	rounds := [][]row{
+		{run("list", 1000, 1000*ms, 1000*ms), run("changes", 1000, 900*ms, 900*ms), run("list-304", 3200, ms, ms)},
+		{run("list", 1000, 1000*ms, 1000*ms), run("changes", 1000, 950*ms, 950*ms), run("list-304", 3100, ms, ms)},
+		{run("list", 100, 100*ms, 100*ms), run("changes", 100, 200*ms, 200*ms), run("list-304", 200, ms, ms)},
+	}
+	tab := table{rounds: rounds, rows: pooledRows(rounds)}
+	list, _ := tab.find("list")
+	if got := list.st.requests(); got != 2100 || list.st.elapsed != 3*time.Second || list.ceiling.transactions != 300 || list.ceiling.tps != 100 {
+		t.Fatalf("pooled list: %d requests in %s, pgbench %d at %.0f tps; want 2100 in 3s, 300 at 100",
+			got, list.st.elapsed, list.ceiling.transactions, list.ceiling.tps)
+	}
+	if list.cpu.service != 2100*ms {
+		t.Fatalf("pooled service CPU %s, want 2.1s", list.cpu.service)
+	}
+	goals := strings.Join(tab.goals(), "\n")
+	for _, want := range []string{
+		"0.98× pooled; per round 0.90×, 0.95×, 2.00× (median 0.95×); goal ≤ 1: met",
+		"3.10× pooled; per round 3.20×, 3.10×, 2.00× (median 3.10×); goal ≥ 3: met",
+	} {
+		if !strings.Contains(goals, want) {
+			t.Errorf("the goals lack %q:\n%s", want, goals)
+		}
+	}
+	// A write against the baseline: its ratio in each round too.
+	for k, rate := range []int{900, 1000, 1200} {
+		w := run("create", rate, ms, ms)
+		w.base = &baseline{st: stats{elapsed: time.Second, latencies: make([]time.Duration, 1000)}, cpu: &cpuUse{}}
+		tab.rounds[k] = append(tab.rounds[k], w)
+	}
+	tab.rows = pooledRows(tab.rounds)
+	if writes := tab.writesMarkdown(); !strings.Contains(writes, "| 1.03 | 0.90, 1.00, 1.20 (median 1.00) |") {
+		t.Errorf("the writes lack each round's ratio:\n%s", writes)
+	}
+	// One round alone is judged by itself.
+	if one := strings.Join(tab.round(2).goals(), "\n"); !strings.Contains(one, "2.00×; goal ≤ 1: missed") || strings.Contains(one, "per round") {
+		t.Errorf("one round:\n%s", one)
+	}
+}
+
+// -rounds and -client shape the table, and only the table.
+func TestTableOptions(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		err  string // "" when the options are valid
+	}{
+		{[]string{"-rounds", "3", "-client", "wrk"}, ""},
+		{[]string{"-rounds", "0"}, "-rounds: at least 1"},
+		{[]string{"-client", "curl"}, `-client: "curl" is not one of go, wrk`},
+		{[]string{"-rounds", "2", "-openloop"}, "-rounds goes with the table"},
+		{[]string{"-client", "wrk", "-soak", "1m"}, "-client goes with the table"},
+	} {
+		o, err := parseOptions(c.args, io.Discard)
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%q: %v", c.args, err)
+		case c.err == "" && (o.rounds != 3 || o.client != "wrk"):
+			t.Errorf("%q: rounds %d, client %q", c.args, o.rounds, o.client)
+		case c.err != "" && (err == nil || err.Error() != c.err):
+			t.Errorf("%q: error %v, want %q", c.args, err, c.err)
+		}
+	}
+	if o, err := parseOptions(nil, io.Discard); err != nil || o.rounds != 1 || o.client != "go" {
+		t.Fatalf("defaults: rounds %d, client %q, error %v; want 1, go", o.rounds, o.client, err)
 	}
 }

@@ -30,12 +30,19 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 	}
 	t := table{
 		host: describeHost(ctx, s.db.databaseURL(nil), s.bin),
-		settings: fmt.Sprintf("Load: %d connections with keep-alive, a random user of %d per request, %s per scenario after %s of warm-up. "+
+		settings: fmt.Sprintf("Load: %d connections with keep-alive, a random user of %d per request, %s per scenario after %s of warm-up; %s. "+
 			"Service: RATE_LIMIT=0 (the default 50 requests/s per user would refuse this load), %s, request log at info level to a file. "+
 			"Ceiling: pgbench -c %d -j %d -M prepared, the same SQL on the same database.",
-			o.conns, len(s.users), o.duration, o.warmup, poolDescription(o), o.conns, min(2, o.conns)),
+			o.conns, len(s.users), o.duration, o.warmup, clientDescription(o), poolDescription(o), o.conns, min(2, o.conns)),
 	}
-	l := s.load(o.conns)
+	if o.rounds > 1 {
+		t.settings += fmt.Sprintf(" Rounds: %d, in turns (every scenario once per round, in the order of the table); "+
+			"the table pools the rounds, and each ratio between two scenarios is also taken within each round.", o.rounds)
+	}
+	drv, err := newDriver(o, w, s.load(o.conns))
+	if err != nil {
+		return err
+	}
 	var meter *cpuMeter
 	if m, err := newCPUMeter(s.svc); err != nil {
 		fmt.Fprintf(progress, "no CPU accounting: %v\n", err)
@@ -43,6 +50,7 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 		meter = &m
 	}
 	var base *setup
+	var baseDrv driver
 	var baseMeter *cpuMeter
 	if o.baseline != "" {
 		var rev string
@@ -50,6 +58,9 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 			return err
 		}
 		defer base.stop()
+		if baseDrv, err = newDriver(o, w, base.load(o.conns)); err != nil {
+			return err
+		}
 		t.baseline = o.baseline + " (" + rev[:12] + ")"
 		if meter != nil {
 			m, err := newCPUMeter(base.svc)
@@ -59,19 +70,27 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 			baseMeter = &m
 		}
 	}
-	for _, name := range o.scenarios {
-		sc := scenarioNamed(name)
-		r, err := measureScenario(ctx, o, s, l, pg, sc, meter, progress)
-		if err != nil {
-			return err
+	for round := range o.rounds {
+		if o.rounds > 1 {
+			fmt.Fprintf(progress, "round %d of %d\n", round+1, o.rounds)
 		}
-		if base != nil && sc.write {
-			if r.base, err = measureBaseline(ctx, o, base, sc, baseMeter, progress); err != nil {
+		var rows []row
+		for _, name := range o.scenarios {
+			sc := scenarioNamed(name)
+			r, err := measureScenario(ctx, o, s, drv, pg, sc, meter, progress)
+			if err != nil {
 				return err
 			}
+			if base != nil && sc.write {
+				if r.base, err = measureBaseline(ctx, o, base, baseDrv, sc, baseMeter, progress); err != nil {
+					return err
+				}
+			}
+			rows = append(rows, r)
 		}
-		t.rows = append(t.rows, r)
+		t.rounds = append(t.rounds, rows)
 	}
+	t.rows = pooledRows(t.rounds)
 	if t.peakRSS, err = memoryKB(s.svc.pid(), "VmHWM"); err != nil {
 		return fmt.Errorf("peak RSS: %w", err)
 	}
@@ -106,14 +125,16 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 
 // measureScenario warms up, loads the service, then runs pgbench likewise,
 // metering the CPU of each run when meter is not nil.
-func measureScenario(ctx context.Context, o options, s *setup, l *load, pg *pgbench, sc scenario, meter *cpuMeter, progress io.Writer) (row, error) {
+func measureScenario(ctx context.Context, o options, s *setup, drv driver, pg *pgbench, sc scenario, meter *cpuMeter, progress io.Writer) (row, error) {
 	r := row{scenario: sc.name}
 	if sc.needs != nil && sc.needs.service != nil {
 		if err := sc.needs.service(ctx, s, o, 0); err != nil {
 			return r, fmt.Errorf("%s: %w", sc.name, err)
 		}
 	}
-	l.run(ctx, sc, o.warmup)
+	if _, _, err := drv.drive(ctx, sc, o.warmup); err != nil {
+		return r, err
+	}
 	profiled := make(chan error, 1)
 	if o.cpuProfile != "" {
 		go func() { profiled <- s.svc.cpuProfile(ctx, o.duration, filepath.Join(o.cpuProfile, sc.name+".pprof")) }()
@@ -121,12 +142,16 @@ func measureScenario(ctx context.Context, o options, s *setup, l *load, pg *pgbe
 		profiled <- nil
 	}
 	var err error
-	r.cpu, err = meter.during(func() error {
-		r.st = l.run(ctx, sc, o.duration)
-		return ctx.Err()
+	var driverCPU time.Duration
+	r.cpu, err = meter.during(func() (err error) {
+		r.st, driverCPU, err = drv.drive(ctx, sc, o.duration)
+		return err
 	})
 	if err != nil {
 		return r, err
+	}
+	if r.cpu != nil {
+		r.cpu.bench += driverCPU
 	}
 	if err := <-profiled; err != nil {
 		return r, err
@@ -189,22 +214,27 @@ func (s *service) cpuProfile(ctx context.Context, d time.Duration, path string) 
 
 // measureBaseline runs a write scenario against the -baseline service, as
 // measureScenario does against the measured one, without a ceiling.
-func measureBaseline(ctx context.Context, o options, b *setup, sc scenario, meter *cpuMeter, progress io.Writer) (*baseline, error) {
+func measureBaseline(ctx context.Context, o options, b *setup, drv driver, sc scenario, meter *cpuMeter, progress io.Writer) (*baseline, error) {
 	if sc.needs != nil && sc.needs.service != nil {
 		if err := sc.needs.service(ctx, b, o, 0); err != nil {
 			return nil, fmt.Errorf("%s at the baseline: %w", sc.name, err)
 		}
 	}
-	l := b.load(o.conns)
-	l.run(ctx, sc, o.warmup)
+	if _, _, err := drv.drive(ctx, sc, o.warmup); err != nil {
+		return nil, err
+	}
 	r := &baseline{}
 	var err error
-	r.cpu, err = meter.during(func() error {
-		r.st = l.run(ctx, sc, o.duration)
-		return ctx.Err()
+	var driverCPU time.Duration
+	r.cpu, err = meter.during(func() (err error) {
+		r.st, driverCPU, err = drv.drive(ctx, sc, o.duration)
+		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if r.cpu != nil {
+		r.cpu.bench += driverCPU
 	}
 	if !b.svc.running() {
 		return nil, fmt.Errorf("the baseline exited during %s (%v); the end of %s:\n%s", sc.name, b.svc.waitErr, b.svc.logPath, b.svc.logTail(30))
