@@ -17,36 +17,58 @@ const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
 
 // appendTime appends t as a JSON string in timeLayout, by hand: it is on every
 // task four times, and time.AppendFormat's generality showed in profiles.
-// Years are 0001..9999 (parseTimestamp's range), so four digits always suffice.
-func appendTime(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	year, month, day := t.Date()
-	hour, minute, second := t.Clock()
-	b = append(b, '"')
-	b = appendDigits(b, year, 4)
-	b = append(b, '-')
-	b = appendDigits(b, int(month), 2)
-	b = append(b, '-')
-	b = appendDigits(b, day, 2)
-	b = append(b, 'T')
-	b = appendDigits(b, hour, 2)
-	b = append(b, ':')
-	b = appendDigits(b, minute, 2)
-	b = append(b, ':')
-	b = appendDigits(b, second, 2)
-	b = append(b, '.')
-	b = appendDigits(b, t.Nanosecond()/1000, 6)
-	return append(b, 'Z', '"')
+func appendTime(b []byte, t time.Time) []byte { return appendUnixMicro(b, t.UnixMicro()) }
+
+// appendUnixMicro appends the instant us (microseconds since 1970, UTC) as
+// a JSON string in timeLayout. The date comes from the day number by
+// Hinnant's days-to-civil arithmetic and the digits two at a time from a
+// table, into one fixed array: 28 ns where time.Time's Date, Clock and a
+// digit loop took 88 (a page has up to 400 timestamps). Instants outside
+// years 0001..9999 (parseTimestamp's range; none is stored) take
+// AppendFormat.
+func appendUnixMicro(b []byte, us int64) []byte {
+	if us < minTimestampMicros || us > maxTimestampMicros {
+		b = append(b, '"')
+		return append(time.UnixMicro(us).UTC().AppendFormat(b, timeLayout), '"')
+	}
+	// From 0001-01-01 on, every quotient below is of non-negative numbers.
+	us -= minTimestampMicros
+	secs, micro := us/1e6, int(us%1e6)
+	days, sod := secs/86400, int(secs%86400)
+	// Days since 0000-03-01, in 400-year eras of 146097 days.
+	z := days + 306
+	era, doe := z/146097, int(z%146097)
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	day, month, year := doy-(153*mp+2)/5+1, mp+3, int(era)*400+yoe
+	if month > 12 {
+		month, year = month-12, year+1
+	}
+	var d [29]byte
+	d[0], d[5], d[8], d[11], d[14], d[17], d[20], d[27], d[28] = '"', '-', '-', 'T', ':', ':', '.', 'Z', '"'
+	putPair(d[1:], year/100)
+	putPair(d[3:], year%100)
+	putPair(d[6:], month)
+	putPair(d[9:], day)
+	putPair(d[12:], sod/3600)
+	putPair(d[15:], sod/60%60)
+	putPair(d[18:], sod%60)
+	putPair(d[21:], micro/10000)
+	putPair(d[23:], micro/100%100)
+	putPair(d[25:], micro%100)
+	return append(b, d[:]...)
 }
 
-// appendDigits appends n (≥ 0) zero-padded to width digits.
-func appendDigits(b []byte, n, width int) []byte {
-	var d [8]byte
-	for i := width - 1; i >= 0; i-- {
-		d[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return append(b, d[:width]...)
+var minTimestampMicros, maxTimestampMicros = minTimestamp.UnixMicro(), maxTimestamp.UnixMicro()
+
+const digitPairs = "00010203040506070809101112131415161718192021222324252627282930313233343536373839" +
+	"40414243444546474849505152535455565758596061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
+
+// putPair writes n (0..99) as two digits at d[0:2].
+func putPair(d []byte, n int) {
+	d[0], d[1] = digitPairs[2*n], digitPairs[2*n+1]
 }
 
 // bufferPool recycles response buffers: a page of 100 tasks is ~40 KB.

@@ -8,10 +8,13 @@ import (
 )
 
 // The hand-written timestamp encoder agrees with time.AppendFormat on the
-// whole accepted range.
+// whole accepted range, leap days and century years included, and beyond.
 func TestAppendTimeMatchesLayout(t *testing.T) {
 	times := []time.Time{minTimestamp, maxTimestamp, time.Date(2026, 11, 26, 1, 11, 38, 123456789, time.FixedZone("x", -7*3600)),
-		time.Date(999, 1, 2, 3, 4, 5, 6000, time.UTC), time.Unix(0, 0)}
+		time.Date(999, 1, 2, 3, 4, 5, 6000, time.UTC), time.Unix(0, 0), time.Date(2024, 2, 29, 23, 59, 59, 999999000, time.UTC),
+		time.Date(2000, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(1900, 2, 28, 12, 0, 0, 0, time.UTC),
+		// outside the accepted range: never stored, still a valid string
+		maxTimestamp.Add(time.Microsecond), minTimestamp.Add(-time.Microsecond)}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 10000 {
 		times = append(times, time.UnixMicro(minTimestamp.UnixMicro()+rng.Int64N(maxTimestamp.UnixMicro()-minTimestamp.UnixMicro())).Add(time.Duration(rng.IntN(1000))))

@@ -188,7 +188,7 @@ func appendRawTime(b, v []byte) []byte {
 	if v == nil || len(v) != 8 {
 		return append(b, "null"...)
 	}
-	return appendTime(b, rawTime(v))
+	return appendUnixMicro(b, int64(binary.BigEndian.Uint64(v))+pgEpochMicros)
 }
 
 // appendRawTextArray appends a binary one-dimensional text[] as a JSON array.
