@@ -136,8 +136,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if limiter != nil {
 		go every(bgCtx, time.Minute, func(context.Context) { limiter.sweep() })
 	}
+	cleaner := &searchIndexCleaner{every: searchIndexCleanEvery, log: log}
 	store := newStore(pool, storeOptions{MaxTasksPerUser: cfg.MaxTasksPerUser,
-		StatementTimeout: cfg.StatementTimeout, LockTimeout: cfg.LockTimeout})
+		StatementTimeout: cfg.StatementTimeout, LockTimeout: cfg.LockTimeout, OnChange: cleaner.touched})
+	cleaner.clean = store.CleanSearchIndex
+	go cleaner.run(bgCtx)
 	feed := startSyncFeed(bgCtx, store, db.listenURL, cfg.ChangesPollInterval, cfg.SyncRetention, log)
 	events := newEventStreams(store, feed, eventOptions{MaxAge: cfg.SSEMaxAge, Heartbeat: cfg.SSEHeartbeat,
 		MaxPerUser: cfg.SSEMaxStreams}, log)

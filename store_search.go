@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -136,4 +137,15 @@ func (l listing) searchStatements() func(statement string) string {
 		"{q}", l.q,
 	)
 	return func(statement string) string { return r.Replace(strings.TrimPrefix(statement, "\n")) }
+}
+
+// CleanSearchIndex merges the search index's pending list into the index
+// (searchclean.go). PostgreSQL lets only the index's owner do it.
+func (q Queries) CleanSearchIndex(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := q.db.Exec(ctx, `SELECT gin_clean_pending_list('task_search_keys_gin')`); err != nil {
+		return dbFail("merge the search index's pending list", err)
+	}
+	return nil
 }
