@@ -75,16 +75,8 @@ func (l *load) send(ctx context.Context, u *user, r request) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", u.auth)
-	if r.ifNoneMatch != "" {
-		req.Header.Set("If-None-Match", r.ifNoneMatch)
-	}
-	if r.body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if r.mcp {
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	for _, h := range requestHeaders(u, r) {
+		req.Header.Set(h[0], h[1])
 	}
 	res, err := l.client.Do(req)
 	if err != nil {
@@ -93,6 +85,22 @@ func (l *load) send(ctx context.Context, u *user, r request) (int, error) {
 	_, err = io.Copy(io.Discard, res.Body)
 	res.Body.Close()
 	return res.StatusCode, err
+}
+
+// requestHeaders are the headers every load generator sends with r for u:
+// its token, and what the request's kind needs.
+func requestHeaders(u *user, r request) [][2]string {
+	h := [][2]string{{"Authorization", u.auth}}
+	if r.ifNoneMatch != "" {
+		h = append(h, [2]string{"If-None-Match", r.ifNoneMatch})
+	}
+	if r.body != nil {
+		h = append(h, [2]string{"Content-Type", "application/json"})
+	}
+	if r.mcp {
+		h = append(h, [2]string{"Accept", "application/json, text/event-stream"}, [2]string{"Mcp-Protocol-Version", "2025-11-25"})
+	}
+	return h
 }
 
 // recorder collects what the workers see, one shard per worker, so that

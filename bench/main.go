@@ -109,7 +109,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per scenario (and per pgbench run)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before each scenario")
 	fs.IntVar(&o.rounds, "rounds", 1, "with the table: measure the scenarios this many times, in turns (A B C, A B C, …), so that ratios between scenarios come from runs minutes apart and noise shows as their spread")
-	fs.StringVar(&o.client, "client", "go", "with the table: the load generator, go (the Go client, in this process) or wrk (installed apart; a fraction of the Go client's CPU per request)")
+	fs.StringVar(&o.client, "client", "go", "the table's load generator, and -openloop's for the capacity: go (the Go client, in this process) or wrk (installed apart; a fraction of the Go client's CPU per request)")
 	fs.IntVar(&o.conns, "conns", 32, "concurrent connections (HTTP clients, and pgbench clients)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (service log, database, scripts)")
 	fs.IntVar(&o.pool, "pool", 0, "the service's pool_max_conns (0: the service's default); see -exec-mode")
@@ -170,8 +170,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-baseline goes with the table")
 	case o.rounds > 1 && modes > 0:
 		return o, errors.New("-rounds goes with the table")
-	case o.client != "go" && modes > 0:
-		return o, errors.New("-client goes with the table")
+	case o.client != "go" && modes > 0 && !o.openLoop:
+		return o, errors.New("-client goes with the table and -openloop")
 	}
 	return o, nil
 }

@@ -43,14 +43,19 @@ const (
 
 // openLoop sends a scenario's requests at a constant rate from a pool of
 // workers, over a client that keeps a connection alive for each request
-// that can be in flight.
+// that can be in flight (fastClient).
 type openLoop struct {
-	*load
+	users       []user
+	client      *fastClient
 	maxInFlight int
 }
 
-func newOpenLoop(s *setup, maxInFlight int) *openLoop {
-	return &openLoop{load: &load{client: newClient(maxInFlight), base: s.svc.base, users: s.users}, maxInFlight: maxInFlight}
+func newOpenLoop(base string, users []user, maxInFlight int) (*openLoop, error) {
+	c, err := newFastClient(base, maxInFlight)
+	if err != nil {
+		return nil, err
+	}
+	return &openLoop{users: users, client: c, maxInFlight: maxInFlight}, nil
 }
 
 // openLoopRun is one constant-rate run.
@@ -87,7 +92,7 @@ func (ol *openLoop) run(ctx context.Context, s scenario, rate float64, d time.Du
 		defer rec.wg.Done()
 		for ok := true; ok; j, ok = <-jobs {
 			lags[j.i] = time.Since(j.intended)
-			status, err := ol.send(ctx, j.u, j.req)
+			status, err := ol.client.send(ctx, j.u, j.req)
 			rec.shards[j.i%len(rec.shards)].record(time.Since(j.intended), status, j.req, err)
 		}
 	}
@@ -96,14 +101,17 @@ func (ol *openLoop) run(ctx context.Context, s scenario, rate float64, d time.Du
 	t0 := time.Now()
 	rec.since = t0
 	last, sent := t0, 0
+	pace := time.NewTimer(time.Hour) // one timer for the run, not one per request
+	defer pace.Stop()
 schedule:
 	for i := range n {
 		j := job{i: i, intended: t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))}
 		if wait := time.Until(j.intended); wait > 0 {
+			pace.Reset(wait)
 			select {
 			case <-ctx.Done():
 				break schedule
-			case <-time.After(wait):
+			case <-pace.C:
 			}
 		}
 		j.u = &ol.users[rng.IntN(len(ol.users))]
@@ -162,7 +170,14 @@ func runOpenLoop(ctx context.Context, o options, w *workspace, stdout, progress 
 	} else {
 		meter = &m
 	}
-	closed, open := s.load(o.conns), newOpenLoop(s, openLoopMaxInFlight)
+	closed, err := newDriver(o, w, s.load(o.conns))
+	if err != nil {
+		return err
+	}
+	open, err := newOpenLoop(s.svc.base, s.users, openLoopMaxInFlight)
+	if err != nil {
+		return err
+	}
 	for _, name := range o.scenarios {
 		r, err := measureOpenLoop(ctx, o, s, closed, open, scenarioNamed(name), meter, progress)
 		if err != nil {
@@ -190,7 +205,7 @@ func runOpenLoop(ctx context.Context, o options, w *workspace, stdout, progress 
 // the same rate (which also opens the connections the rate needs), then the
 // measured run. What the scenario consumes is prepared before each run, for
 // its rate, and put away after it.
-func measureOpenLoop(ctx context.Context, o options, s *setup, closed *load, open *openLoop, sc scenario, meter *cpuMeter, progress io.Writer) (openLoopScenario, error) {
+func measureOpenLoop(ctx context.Context, o options, s *setup, closed driver, open *openLoop, sc scenario, meter *cpuMeter, progress io.Writer) (openLoopScenario, error) {
 	r := openLoopScenario{name: sc.name}
 	prepare := func(rate float64) error {
 		if sc.needs != nil && sc.needs.service != nil {
@@ -218,8 +233,13 @@ func measureOpenLoop(ctx context.Context, o options, s *setup, closed *load, ope
 	if err := check(prepare(0)); err != nil {
 		return r, err
 	}
-	closed.run(ctx, sc, o.warmup)
-	r.capacity = closed.run(ctx, sc, o.duration)
+	if _, _, err := closed.drive(ctx, sc, o.warmup); err != nil {
+		return r, err
+	}
+	var err error
+	if r.capacity, _, err = closed.drive(ctx, sc, o.duration); err != nil {
+		return r, err
+	}
 	if err := check(putAway()); err != nil {
 		return r, err
 	}
@@ -304,19 +324,20 @@ func (rep openLoopReport) markdown() string {
 	o := rep.o
 	fmt.Fprintf(&b, "Each scenario's capacity is measured first as the table measures it: %d keep-alive connections, each "+
 		"sending its next request when its last is answered, a random user of %d per request, %s of warm-up, then %s; "+
-		"capacity is that run's req/s. Then the scenario runs at a constant 25, 50 and 75 %% of it, each for %s after "+
+		"capacity is that run's req/s (%s). Then the scenario runs at a constant 25, 50 and 75 %% of it, each for %s after "+
 		"%s at the same rate (not measured; it also opens the connections the rate needs). Service: RATE_LIMIT=0, %s.\n\n",
-		o.conns, rep.users, o.warmup, o.duration, o.duration, o.warmup, poolDescription(o))
+		o.conns, rep.users, o.warmup, o.duration, clientDescription(o), o.duration, o.warmup, poolDescription(o))
 	fmt.Fprintf(&b, "*How the rate is held constant.* One goroutine computes request i's intended start, t0 + i/rate from "+
 		"the start of the run (never from the previous send, so delays do not add up), sleeps until then and hands the "+
 		"request to an idle worker, or starts one more; it never waits for an answer. When it wakes late it sends every "+
 		"request that is due at once, and the schedule stays where it was. Up to %d workers, so requests, may be in "+
-		"flight, each on a kept-alive connection of its own (the client keeps up to %d idle ones); *waited* counts requests that found "+
+		"flight, each on a kept-alive connection of its own (fasthttp's client, up to %d connections: it costs a fraction of "+
+		"net/http's CPU per request, which the service would lose); *waited* counts requests that found "+
 		"%d in flight and waited for one to end, *late* those that started more than %s after their intended time "+
 		"and *lag p99* the 99th percentile of that delay: the generator's own lag (timers here wake up to a millisecond late, "+
 		"more when the machine is busy), which the latencies include. *Sent*: requests sent per "+
 		"second, from the first intended start to the last send.\n\n",
-		openLoopMaxInFlight, 2*openLoopMaxInFlight, openLoopMaxInFlight, lateBy)
+		openLoopMaxInFlight, openLoopMaxInFlight, openLoopMaxInFlight, lateBy)
 	b.WriteString("*How coordinated omission is avoided.* Each latency runs from the request's intended start to the " +
 		"end of its answer's body, not from the moment it was sent: a stall of the service, or of the generator, counts " +
 		"against every request it held up, as wrk2 corrects it (Gil Tene's coordinated omission). Percentiles are " +

@@ -45,10 +45,12 @@ var getRoot = newScenario("root", weightedOp{op{build: func(*rand.Rand, *user) r
 func testOpenLoop(t *testing.T, h http.Handler, maxInFlight int) *openLoop {
 	t.Helper()
 	srv := httptest.NewServer(h)
-	ol := &openLoop{load: &load{client: newClient(maxInFlight), base: srv.URL, users: []user{{id: "1", auth: "Bearer t"}}},
-		maxInFlight: maxInFlight}
+	ol, err := newOpenLoop(srv.URL, []user{{id: "1", auth: "Bearer t"}}, maxInFlight)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		ol.client.CloseIdleConnections()
+		ol.client.c.CloseIdleConnections()
 		srv.Close()
 	})
 	return ol

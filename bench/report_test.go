@@ -133,7 +133,7 @@ func TestTableOptions(t *testing.T) {
 		{[]string{"-rounds", "0"}, "-rounds: at least 1"},
 		{[]string{"-client", "curl"}, `-client: "curl" is not one of go, wrk`},
 		{[]string{"-rounds", "2", "-openloop"}, "-rounds goes with the table"},
-		{[]string{"-client", "wrk", "-soak", "1m"}, "-client goes with the table"},
+		{[]string{"-client", "wrk", "-soak", "1m"}, "-client goes with the table and -openloop"},
 	} {
 		o, err := parseOptions(c.args, io.Discard)
 		switch {

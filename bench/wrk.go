@@ -137,17 +137,7 @@ func (w *wrkLoad) requests(s scenario, rng *rand.Rand) []wrkRequest {
 	for i := range rs {
 		u := &w.l.users[rng.IntN(len(w.l.users))]
 		r := s.pick(rng).build(rng, u)
-		h := [][2]string{{"Authorization", u.auth}}
-		if r.ifNoneMatch != "" {
-			h = append(h, [2]string{"If-None-Match", r.ifNoneMatch})
-		}
-		if r.body != nil {
-			h = append(h, [2]string{"Content-Type", "application/json"})
-		}
-		if r.mcp {
-			h = append(h, [2]string{"Accept", "application/json, text/event-stream"}, [2]string{"Mcp-Protocol-Version", "2025-11-25"})
-		}
-		rs[i] = wrkRequest{request: r, headers: h}
+		rs[i] = wrkRequest{request: r, headers: requestHeaders(u, r)}
 	}
 	return rs
 }
