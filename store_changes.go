@@ -29,7 +29,9 @@ type Change struct {
 const (
 	// The tasks changed after a position, in the order of their latest change.
 	sqlChangedTasks = `
-SELECT ` + taskColumns + `, change_seq FROM tasks
+SELECT ` + taskColumns + `, change_seq` + changedTasksFrom
+	// The rows sqlChangedTasks and sqlChangesPage read.
+	changedTasksFrom = ` FROM tasks
 WHERE user_id = $1 AND change_seq > $2
 ORDER BY change_seq LIMIT $3`
 	sqlTombstonesAfter = `
@@ -55,9 +57,7 @@ ORDER BY change_seq, id LIMIT $4`
 // between the row of NULLs and the tasks, and checks the tasks' order, and
 // the plans test checks the plan.
 var sqlChangesPage = `
-(SELECT ` + taskColumns + `, change_seq, NULL::boolean FROM tasks
-WHERE user_id = $1 AND change_seq > $2
-ORDER BY change_seq LIMIT $3)
+(SELECT ` + taskColumns + `, change_seq, NULL::boolean` + changedTasksFrom + `)
 UNION ALL
 SELECT ` + strings.Repeat("NULL, ", taskColumnCount+1) + `EXISTS (SELECT FROM task_tombstones WHERE user_id = $1 AND seq > $2)`
 

@@ -54,7 +54,7 @@ func newDriver(o options, w *workspace, l *load) (driver, error) {
 func clientDescription(o options) string {
 	if o.client == "wrk" {
 		return fmt.Sprintf("load generator wrk (-t %d -c %d; the requests built ahead by the Go client's code, see bench/wrk.go; "+
-			"delete, whose requests are made as they go, by the Go client)", (&wrkLoad{l: &load{conns: o.conns}}).threads(), o.conns)
+			"delete, whose requests are made as they go, by the Go client)", wrkThreads(o.conns), o.conns)
 	}
 	return "load generator the Go client (net/http, bench/load.go)"
 }

@@ -94,7 +94,7 @@ func (w *wrkLoad) run(ctx context.Context, s scenario, d time.Duration) (stats, 
 // exec runs wrk with script for d and reads what its done() printed.
 func (w *wrkLoad) exec(ctx context.Context, script string, d time.Duration) (wrkResult, time.Duration, error) {
 	secs := max(1, int((d+time.Second-1)/time.Second))
-	cmd := exec.CommandContext(ctx, w.wrk, "-t", strconv.Itoa(w.threads()), "-c", strconv.Itoa(w.l.conns),
+	cmd := exec.CommandContext(ctx, w.wrk, "-t", strconv.Itoa(wrkThreads(w.l.conns)), "-c", strconv.Itoa(w.l.conns),
 		"-d", strconv.Itoa(secs)+"s", "--timeout", strconv.Itoa(int(wrkTimeout/time.Second))+"s", "-s", script, w.l.base)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -113,11 +113,11 @@ func (w *wrkLoad) exec(ctx context.Context, script string, d time.Duration) (wrk
 	return res, cpu, nil
 }
 
-// threads is wrk's -t: one per core of the 2-core machine, but wrk gives
-// each thread conns/threads connections, so an odd number of connections
-// gets one thread, which opens them all.
-func (w *wrkLoad) threads() int {
-	if w.l.conns%2 == 0 {
+// wrkThreads is wrk's -t for conns connections: one per core of the 2-core
+// machine, but wrk gives each thread conns/threads connections, so an odd
+// number of connections gets one thread, which opens them all.
+func wrkThreads(conns int) int {
+	if conns%2 == 0 {
 		return 2
 	}
 	return 1
