@@ -65,6 +65,7 @@ type options struct {
 	rateLimit  bool
 	metrics    bool
 	openLoop   bool
+	floor      bool
 	rounds     int    // the table: how many times each scenario is measured, in turns
 	client     string // the table's load generator: "go" or "wrk"
 }
@@ -122,6 +123,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.Var(&o.fanout, "fanout", "instead of the table: N streams of N users on one of two instances (-fanout alone: 1000, -fanout=N); each user writes once through the same instance, once through the other: time from the write's 2xx to its event")
 	fs.BoolVar(&o.rateLimit, "ratelimit", false, "instead of the table: what a per-user rate limit kept in PostgreSQL would cost per request (pgbench: a token-bucket upsert, with and without the get)")
 	fs.BoolVar(&o.metrics, "metrics", false, "instead of the table: the list on two instances of one database, without and with METRICS_ADDR, in turns, scraping /metrics every second: the metrics' cost in req/s and CPU per request")
+	fs.BoolVar(&o.floor, "floor", false, "instead of the table: the get scenario against the service and against bench/floor (net/http and pgx with the same statement, nothing else), and pgbench, in -rounds: how far a get's CPU is from the least net/http and pgx spend")
 	fs.BoolVar(&o.openLoop, "openloop", false, "instead of the table: each scenario's capacity (the table's closed loop), then a constant rate of 25, 50 and 75 % of it, each request timed from its intended start: p50, p99, p99.9")
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the table: mixed load for this long, checking 5xx, RSS and goroutines")
 	fs.BoolVar(&o.scale, "scale", false, "instead of the table: list/get on small data, then on 1,000,000 tasks loaded by COPY; q search; EXPLAIN")
@@ -158,20 +160,20 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-idle: at least 10s")
 	}
 	modes := 0
-	for _, on := range []bool{o.soak > 0, o.scale, o.streams.n > 0, o.fanout.n > 0, o.rateLimit, o.metrics, o.openLoop} {
+	for _, on := range []bool{o.soak > 0, o.scale, o.streams.n > 0, o.fanout.n > 0, o.rateLimit, o.metrics, o.openLoop, o.floor} {
 		if on {
 			modes++
 		}
 	}
 	switch {
 	case modes > 1:
-		return o, errors.New("-soak, -scale, -streams, -fanout, -ratelimit, -metrics and -openloop are separate runs")
+		return o, errors.New("-soak, -scale, -streams, -fanout, -ratelimit, -metrics, -openloop and -floor are separate runs")
 	case o.baseline != "" && modes > 0:
 		return o, errors.New("-baseline goes with the table")
-	case o.rounds > 1 && modes > 0:
-		return o, errors.New("-rounds goes with the table")
-	case o.client != "go" && modes > 0 && !o.openLoop:
-		return o, errors.New("-client goes with the table and -openloop")
+	case o.rounds > 1 && modes > 0 && !o.floor:
+		return o, errors.New("-rounds goes with the table and -floor")
+	case o.client != "go" && modes > 0 && !o.openLoop && !o.floor:
+		return o, errors.New("-client goes with the table, -openloop and -floor")
 	}
 	return o, nil
 }
@@ -223,6 +225,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runMetrics(ctx, o, w, stdout, stderr)
 	case o.openLoop:
 		return runOpenLoop(ctx, o, w, stdout, stderr)
+	case o.floor:
+		return runFloor(ctx, o, w, stdout, stderr)
 	}
 	return runTable(ctx, o, w, stdout, stderr)
 }

@@ -123,7 +123,7 @@ func TestRoundsPoolAndJudgeByTheMedian(t *testing.T) {
 	}
 }
 
-// -rounds and -client shape the table, and only the table.
+// -rounds and -client shape the table (and -floor's runs), and nothing else.
 func TestTableOptions(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -132,8 +132,10 @@ func TestTableOptions(t *testing.T) {
 		{[]string{"-rounds", "3", "-client", "wrk"}, ""},
 		{[]string{"-rounds", "0"}, "-rounds: at least 1"},
 		{[]string{"-client", "curl"}, `-client: "curl" is not one of go, wrk`},
-		{[]string{"-rounds", "2", "-openloop"}, "-rounds goes with the table"},
-		{[]string{"-client", "wrk", "-soak", "1m"}, "-client goes with the table and -openloop"},
+		{[]string{"-rounds", "2", "-openloop"}, "-rounds goes with the table and -floor"},
+		{[]string{"-client", "wrk", "-soak", "1m"}, "-client goes with the table, -openloop and -floor"},
+		{[]string{"-rounds", "3", "-client", "wrk", "-floor"}, ""},
+		{[]string{"-floor", "-openloop"}, "-soak, -scale, -streams, -fanout, -ratelimit, -metrics, -openloop and -floor are separate runs"},
 	} {
 		o, err := parseOptions(c.args, io.Discard)
 		switch {

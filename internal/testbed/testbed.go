@@ -20,9 +20,19 @@ import (
 // binary's path. The error wraps exec.ErrNotFound when there is no go tool in
 // PATH.
 func BuildService(ctx context.Context, dir string) (string, error) {
-	goTool, err := exec.LookPath("go")
+	root, err := ModuleRoot(ctx)
 	if err != nil {
 		return "", fmt.Errorf("build the service: %w", err)
+	}
+	return BuildServiceFrom(ctx, root, dir)
+}
+
+// ModuleRoot is the directory of the go.mod of the module the current
+// directory is in: the repository's root, from any directory in it.
+func ModuleRoot(ctx context.Context) (string, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return "", err
 	}
 	out, err := exec.CommandContext(ctx, goTool, "env", "GOMOD").Output()
 	if err != nil {
@@ -30,9 +40,9 @@ func BuildService(ctx context.Context, dir string) (string, error) {
 	}
 	gomod := strings.TrimSpace(string(out))
 	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("build the service: not inside its module (go env GOMOD is %q)", gomod)
+		return "", fmt.Errorf("not inside the module (go env GOMOD is %q)", gomod)
 	}
-	return BuildServiceFrom(ctx, filepath.Dir(gomod), dir)
+	return filepath.Dir(gomod), nil
 }
 
 // BuildServiceFrom compiles the service whose source is in src (the root of
