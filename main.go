@@ -22,9 +22,12 @@ import (
 )
 
 func main() {
-	tuneGC(os.Getenv) // the process's own settings: here, not in run, which tests call
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The process's own settings: here, not in run, which tests call.
+	if ownLimit := tuneGC(os.Getenv); ownLimit {
+		go adjustMemoryLimit(ctx, memoryLimitEvery, runtimeFootprint, debug.SetMemoryLimit)
+	}
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
@@ -77,14 +80,17 @@ The environment variables are listed in the README.
 // Go's default (GOGC=100) the collector ran every few dozen list requests and
 // took a large share of the service's CPU under load; at 400 it runs a quarter
 // as often, and the soft limit keeps the heap well inside a small container
-// (docs/performance.md has the measurements).
-func tuneGC(getenv func(string) string) {
+// (docs/performance.md has the measurements). It reports whether it set the
+// limit, which adjustMemoryLimit then keeps above what stays live.
+func tuneGC(getenv func(string) string) (ownLimit bool) {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
-	if getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(48 << 20)
+	if getenv("GOMEMLIMIT") != "" {
+		return false
 	}
+	debug.SetMemoryLimit(baseMemoryLimit)
+	return true
 }
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {

@@ -33,7 +33,7 @@ type notifierMode struct {
 	// without a direct URL, so it polls (see pollingURL).
 	pooled bool
 	// sized: GOMEMLIMIT is set for the streams (streamsMemoryLimit), not
-	// left to the service's default of 48 MiB.
+	// left to the service (48 MiB, raised with what stays live: gctune.go).
 	sized bool
 }
 
@@ -317,7 +317,7 @@ func (s streamsReport) markdown() string {
 		"VmRSS before; live: the Go heap and stacks in use right after a garbage collection, with minus without; at rest: %s "+
 		"with no request, the streams sending their heartbeats (SSE_HEARTBEAT, default 15 s)). "+
 		"Queries: transactions committed in the database (pg_stat_database.xact_commit) per minute; an idle instance's "+
-		"statements each run in a transaction of their own. The service runs with its defaults (GOGC=400, GOMEMLIMIT=48MiB), "+
+		"statements each run in a transaction of their own. The service runs with its defaults (GOGC=400, and a soft memory limit of 48 MiB that it raises with what stays live, gctune.go), "+
 		"except in the last row, GOMEMLIMIT=%s; one instance besides it holds the embedded database and stays idle.\n\n",
 		s.n, s.n, settle, s.idle, streamsMemoryLimit(s.n))
 	b.WriteString("| notifier | max open files | opened in | RSS before | RSS with the streams | per stream | goal | live per stream | " +
