@@ -198,7 +198,8 @@ func appendChangesTail(b []byte, next string, more bool) []byte {
 }
 
 // startSyncFeed starts the change notifier (until ctx ends) and has the
-// store tell it of every committed change. listenURL is a direct connection
+// store tell it of every committed change, besides whoever the store told
+// before. listenURL is a direct connection
 // for LISTEN ("": poll only); poll 0 picks the default.
 func startSyncFeed(ctx context.Context, store *Store, listenURL string, poll, retention time.Duration, log *slog.Logger) *syncFeed {
 	if poll == 0 {
@@ -208,7 +209,11 @@ func startSyncFeed(ctx context.Context, store *Store, listenURL string, poll, re
 		}
 	}
 	n := newChangeNotifier(store, listenURL, poll, log)
-	store.onChange = n.Changed
+	if also := store.onChange; also != nil { // what the store was made to tell (the search index's cleaner)
+		store.onChange = func(user string) { n.Changed(user); also(user) }
+	} else {
+		store.onChange = n.Changed
+	}
 	go n.Run(ctx)
 	return &syncFeed{notifier: n, retention: retention}
 }

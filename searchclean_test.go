@@ -141,3 +141,34 @@ func TestSearchIndexCleanerStopsWithoutOwnership(t *testing.T) {
 		t.Fatal("the list was merged by a role that may not")
 	}
 }
+
+// As serve wires them: the store is made to tell the cleaner of each change,
+// then the sync feed is started on it. The feed must add itself, not take
+// the cleaner's place (it did, and the service never merged in the
+// background).
+func TestSyncFeedKeepsWhomTheStoreTold(t *testing.T) {
+	pool, err := openPool(t.Context(), newDatabase(t, true), poolOptions{}, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	told := make(chan string, 1)
+	store := newStore(pool, storeOptions{OnChange: func(user string) { told <- user }})
+	feed := startSyncFeed(t.Context(), store, "", time.Hour, time.Hour, discardLog())
+	w := feed.notifier.Watch("alice")
+	defer feed.notifier.Unwatch(w)
+	store.changed("alice")
+	select {
+	case <-w.C():
+	default:
+		t.Fatal("the feed's waiter was not woken")
+	}
+	select {
+	case u := <-told:
+		if u != "alice" {
+			t.Fatalf("told of %q", u)
+		}
+	default:
+		t.Fatal("the store's own OnChange was not told: the feed replaced it")
+	}
+}
