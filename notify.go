@@ -43,6 +43,7 @@ type changeNotifier struct {
 
 	listening atomic.Bool // a LISTEN connection is up
 	polls     atomic.Int64
+	anyChange atomic.Pointer[func()] // told of every change it learns of (OnAnyChange); nil: nobody
 }
 
 // notifyChannel is the PostgreSQL channel the instances announce changes on.
@@ -97,10 +98,22 @@ func (n *changeNotifier) Unwatch(w *watch) {
 	}
 }
 
+// OnAnyChange has f told of every change the notifier learns of: this
+// instance's at once, the other instances' as their notifications arrive
+// (not by polling). f must not block.
+func (n *changeNotifier) OnAnyChange(f func()) { n.anyChange.Store(&f) }
+
+func (n *changeNotifier) changedAnywhere() {
+	if f := n.anyChange.Load(); f != nil {
+		(*f)()
+	}
+}
+
 // Changed is told, after the commit, that user's tasks changed on this
 // instance: its waiters here wake at once, the other instances shortly.
 func (n *changeNotifier) Changed(user string) {
 	n.wake(user)
+	n.changedAnywhere()
 	n.mu.Lock()
 	n.pending[user] = struct{}{}
 	n.mu.Unlock()
@@ -243,6 +256,7 @@ func (n *changeNotifier) listenOnce(ctx context.Context) error {
 		for _, u := range nt.Users {
 			n.wake(u)
 		}
+		n.changedAnywhere()
 	}
 }
 

@@ -12,51 +12,128 @@ import (
 // Reminders (API.md "Recurring tasks and reminders"): a task's reminders are
 // armed in the database whenever its due date, reminders, completion or trash
 // state changes (the tasks_arm_reminders trigger), so every instance sees
-// the same set. Every instance runs a scheduler that fires the due ones each
-// second; a round is one transaction that claims its reminders in the
-// database, so each fires once whichever instance gets there first, and one
-// that came due while no instance ran fires at the next start if it is less
-// than 24 hours late. A fired reminder takes the user's next feed position:
-// the change notifier wakes the user's streams on every instance, and they
-// send it as `event: reminder` in order with the changes. Its statements are
-// in store_reminders.go.
+// the same set. Every instance runs a scheduler that fires the due ones; a
+// round is one transaction that claims its reminders in the database, so
+// each fires once whichever instance gets there first, and one that came due
+// while no instance ran fires at the next start if it is less than 24 hours
+// late. A fired reminder takes the user's next feed position: the change
+// notifier wakes the user's streams on every instance, and they send it as
+// `event: reminder` in order with the changes. Its statements are in
+// store_reminders.go.
+//
+// The scheduler asks the database only when there may be something to do:
+// after a round it reads when the next armed reminder is due and sleeps
+// until just after that second; a change, here or (over LISTEN) on another
+// instance, may arm an earlier one, so it brings the next round forward to
+// the next whole second. Rounds are at most a second apart under writes,
+// and an idle instance sends nothing but a check every reminderRecheck, so
+// a Neon compute can scale to zero.
 
 // reminderScheduler fires due reminders on this instance.
 type reminderScheduler struct {
-	store *Store
-	log   *slog.Logger
-	now   func() time.Time
-	tick  time.Duration
-	fired atomic.Int64 // reminders this instance fired
+	store  *Store
+	log    *slog.Logger
+	now    func() time.Time
+	tick   time.Duration // rounds run just after a whole tick, at most one per tick
+	poke   chan struct{} // a change may have armed a reminder
+	fired  atomic.Int64  // reminders this instance fired
+	rounds atomic.Int64  // rounds this instance ran
 
 	onFired func(n int) // told how many a round fired (the metrics); nil: nobody
 }
 
-// reminderBatch is how many due reminders a round starts from.
-const reminderBatch = 1000
+const (
+	// reminderBatch is how many due reminders a round starts from.
+	reminderBatch = 1000
+	// reminderRecheck bounds the sleep with nothing due: a reminder armed
+	// through another instance whose notification was lost (or that does
+	// not LISTEN) fires at most this late.
+	reminderRecheck = 10 * time.Minute
+	// reminderAfterTick is how long after a whole second a round runs:
+	// reminders are mostly set on whole minutes, so they fire within a few
+	// tens of milliseconds of their moment, not anywhere up to a second.
+	reminderAfterTick = 20 * time.Millisecond
+)
 
 func newReminderScheduler(store *Store, now func() time.Time, log *slog.Logger) *reminderScheduler {
 	if now == nil {
 		now = time.Now
 	}
-	return &reminderScheduler{store: store, log: log, now: now, tick: time.Second}
+	return &reminderScheduler{store: store, log: log, now: now, tick: time.Second, poke: make(chan struct{}, 1)}
 }
 
-// Run fires due reminders every second until ctx ends. The rounds run just
-// after each whole second: reminders are mostly set on whole minutes, so
-// they fire within a few tens of milliseconds, not anywhere up to a second.
-func (s *reminderScheduler) Run(ctx context.Context) {
-	now := s.now()
+// Poke says that a change may have armed a reminder: the next round runs
+// at the next whole second at the latest. It never blocks.
+func (s *reminderScheduler) Poke() {
 	select {
-	case <-ctx.Done():
-		return
-	case <-time.After(now.Truncate(s.tick).Add(s.tick + 20*time.Millisecond).Sub(now)):
+	case s.poke <- struct{}{}:
+	default:
 	}
-	every(ctx, s.tick, func(ctx context.Context) {
-		if _, err := s.fireDue(ctx, s.now()); err != nil && ctx.Err() == nil {
+}
+
+// Run fires due reminders until ctx ends: a round just after the next whole
+// second (what came due while no instance ran), then as nextRound says.
+func (s *reminderScheduler) Run(ctx context.Context) {
+	at := s.justAfterTick(s.now())
+	timer := time.NewTimer(at.Sub(s.now()))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.poke:
+			if soon := s.justAfterTick(s.now()); soon.Before(at) {
+				at = soon
+				timer.Reset(at.Sub(s.now()))
+			}
+			continue
+		case <-timer.C:
+		}
+		now := s.now()
+		due, err := s.round(ctx, now)
+		if err != nil && ctx.Err() == nil {
 			s.log.Warn("could not fire due reminders; retrying in a second", "error", err)
 		}
-	})
+		at = s.nextRound(now, due, err)
+		timer.Reset(at.Sub(s.now()))
+	}
+}
+
+// round fires what is due at now and reads when the next armed reminder is.
+func (s *reminderScheduler) round(ctx context.Context, now time.Time) (*time.Time, error) {
+	s.rounds.Add(1)
+	if _, err := s.fireDue(ctx, now); err != nil {
+		return nil, err
+	}
+	return s.store.NextReminder(ctx, now)
+}
+
+// nextRound is when the round after the one at now runs: just after the
+// second of the next reminder due (next, nil: none armed), and never in the
+// same second, nor later than reminderRecheck; after a failed round, at the
+// next second.
+func (s *reminderScheduler) nextRound(now time.Time, next *time.Time, err error) time.Time {
+	soonest := s.justAfterTick(now)
+	if err != nil {
+		return soonest
+	}
+	latest := now.Add(reminderRecheck)
+	if next == nil {
+		return latest
+	}
+	at := s.justAfterTick(next.Add(-time.Nanosecond)) // a moment on a whole second: that second
+	if at.Before(soonest) {
+		return soonest
+	}
+	if at.After(latest) {
+		return latest
+	}
+	return at
+}
+
+// justAfterTick is reminderAfterTick past the first whole tick after t.
+func (s *reminderScheduler) justAfterTick(t time.Time) time.Time {
+	return t.Truncate(s.tick).Add(s.tick + reminderAfterTick)
 }
 
 // fireDue fires every reminder due at now (and less than 24 hours late), in

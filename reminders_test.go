@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -356,7 +357,7 @@ func TestReminderInRealTime(t *testing.T) {
 }
 
 // The scheduler's cost with 100,000 armed reminders: a round at rest (none
-// due: what every instance pays each second), and a round that fires 1,000
+// due: what an instance pays each second while writes poke it), and a round that fires 1,000
 // due in the same second, with the plans of both statements:
 //
 //	go test -run '^$' -bench ReminderScheduler -benchtime 20x -v
@@ -468,4 +469,125 @@ func BenchmarkReminderScheduler(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/1000-fired")
+}
+
+// When the round after one runs: just after the second of the next reminder,
+// never twice in a second, never later than reminderRecheck, and a second
+// after a failure.
+func TestReminderRoundsFollowTheNextReminder(t *testing.T) {
+	s := newReminderScheduler(nil, time.Now, discardLog())
+	now := time.Date(2026, 12, 2, 9, 0, 0, 20_000_000, time.UTC) // a round just ran
+	at := func(d time.Duration) *time.Time { t := now.Truncate(time.Second).Add(d); return &t }
+	nextSecond := time.Date(2026, 12, 2, 9, 0, 1, 20_000_000, time.UTC)
+	for _, c := range []struct {
+		name string
+		next *time.Time
+		err  error
+		want time.Time
+	}{
+		{"none armed: the recheck", nil, nil, now.Add(reminderRecheck)},
+		{"on a whole minute: just after it", at(time.Minute), nil, now.Truncate(time.Second).Add(time.Minute + reminderAfterTick)},
+		{"within a second: just after the next", at(1500 * time.Millisecond), nil, now.Truncate(time.Second).Add(2*time.Second + reminderAfterTick)},
+		{"due already (another instance held the round): the next second", at(-time.Second), nil, nextSecond},
+		{"due this very second: the next", at(0), nil, nextSecond},
+		{"in a day: the recheck first", at(24 * time.Hour), nil, now.Add(reminderRecheck)},
+		{"the round failed: the next second", at(time.Hour), errors.New("connection refused"), nextSecond},
+	} {
+		if got := s.nextRound(now, c.next, c.err); !got.Equal(c.want) {
+			t.Errorf("%s: next round at %s, want %s", c.name, got.Format(time.StampMilli), c.want.Format(time.StampMilli))
+		}
+	}
+}
+
+// An idle scheduler asks the database nothing after its first round; a poke
+// (a change that may have armed a reminder) brings one round at the next
+// second however many pokes come; and an armed reminder fires at its moment
+// with no round in between.
+func TestIdleReminderSchedulerAsksNothing(t *testing.T) {
+	db := newDatabase(t, true)
+	ctx := t.Context()
+	pool, err := openPool(ctx, db, poolOptions{}, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s := newReminderScheduler(newStore(pool, storeOptions{}), time.Now, discardLog())
+	go s.Run(ctx)
+	waitRounds := func(want int64, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for s.rounds.Load() < want && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := s.rounds.Load(); got != want {
+			t.Fatalf("%d rounds, want %d", got, want)
+		}
+	}
+	waitRounds(1, 3*time.Second) // the round at start
+	time.Sleep(2500 * time.Millisecond)
+	if n := s.rounds.Load(); n != 1 {
+		t.Fatalf("%d rounds in 2.5 s with nothing armed, want the first alone", n)
+	}
+
+	for range 50 {
+		s.Poke()
+	}
+	waitRounds(2, 1500*time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
+	if n := s.rounds.Load(); n != 2 {
+		t.Fatalf("%d rounds after 50 pokes, want one", n)
+	}
+
+	// A reminder armed 2-3 s ahead (by the trigger), then a poke as the
+	// notifier gives it: one round reads its moment, the next fires it.
+	due := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
+	if _, err := pool.Exec(ctx, `INSERT INTO task_counts (user_id, tasks, seq) VALUES ('idle', 1, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO tasks (user_id, title, due_date, reminders) VALUES ('idle', 'soon', $1, '{PT0S}')`, due); err != nil {
+		t.Fatal(err)
+	}
+	s.Poke()
+	waitRounds(3, 1500*time.Millisecond)
+	deadline := due.Add(time.Second)
+	for s.fired.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	firedAt := time.Now()
+	if s.fired.Load() != 1 {
+		t.Fatalf("the reminder due at %s had not fired a second later", due.Format(time.StampMilli))
+	}
+	if late := firedAt.Sub(due); late < 0 || late > 500*time.Millisecond {
+		t.Fatalf("fired %s after its moment", late)
+	}
+	if n := s.rounds.Load(); n != 4 {
+		t.Fatalf("%d rounds: want the one at start, one for the 50 pokes, one for the last poke (it read the moment) and the one that fired", n)
+	}
+}
+
+// A change made through another instance pokes this one's scheduler (its
+// notification arrives over LISTEN): the change may have armed a reminder
+// that this instance should fire if the other goes away.
+func TestAnotherInstancesChangePokesTheScheduler(t *testing.T) {
+	a, b := twoInstances(t)
+	_, tok := a.newUser(t)
+	settled := func(s *reminderScheduler) int64 {
+		for n := s.rounds.Load(); ; {
+			time.Sleep(1200 * time.Millisecond)
+			m := s.rounds.Load()
+			if m == n && m > 0 {
+				return m
+			}
+			n = m
+		}
+	}
+	before := settled(b.reminders)
+	a.createTask(t, tok, `{"title":"through a"}`)
+	deadline := time.Now().Add(3 * time.Second)
+	for b.reminders.rounds.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if b.reminders.rounds.Load() == before {
+		t.Fatal("b's scheduler ran no round after a change made through a")
+	}
 }

@@ -64,6 +64,11 @@ FROM (` + sqlDueOfUsers + `) d, task_counts c
 WHERE r.task_id = d.task_id AND r.remind_at = d.remind_at AND c.user_id = d.user_id
 RETURNING r.user_id`
 
+	// The moment of the next armed reminder that may still fire at or after
+	// $1 (now): less than 24 hours late. NULL when none is armed.
+	sqlNextReminder = `
+SELECT min(remind_at) FROM task_reminders WHERE fired_at IS NULL AND remind_at > $1::timestamptz - interval '24 hours'`
+
 	// A user's reminders fired after a feed position, in feed order.
 	sqlRemindersAfter = `
 SELECT r.seq, r.task_id, t.title, r.due_date, r.remind_at, r.fired_at
@@ -136,6 +141,17 @@ func (q Queries) FireReminders(ctx context.Context, now time.Time, limit int) (i
 		return nil
 	})
 	return fired, err
+}
+
+// NextReminder is the moment of the next armed reminder that may still fire
+// at now or later (it may be in the past, up to a day), or nil when none is
+// armed.
+func (q Queries) NextReminder(ctx context.Context, now time.Time) (*time.Time, error) {
+	var at *time.Time
+	if err := q.db.QueryRow(ctx, sqlNextReminder, now).Scan(&at); err != nil {
+		return nil, dbFail("read the next reminder", err)
+	}
+	return at, nil
 }
 
 func scanFired(rows pgx.Rows) ([]FiredReminder, error) {
