@@ -142,7 +142,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	if limiter != nil {
 		go every(bgCtx, time.Minute, func(context.Context) { limiter.sweep() })
 	}
-	cleaner := &searchIndexCleaner{every: searchIndexCleanEvery, log: log}
+	cleaner := newSearchIndexCleaner(searchIndexCleanEvery, log)
 	store := newStore(pool, storeOptions{MaxTasksPerUser: cfg.MaxTasksPerUser,
 		StatementTimeout: cfg.StatementTimeout, LockTimeout: cfg.LockTimeout, OnChange: cleaner.touched})
 	cleaner.clean = store.CleanSearchIndex

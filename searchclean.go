@@ -28,24 +28,39 @@ type searchIndexCleaner struct {
 	clean func(ctx context.Context) error // Store.CleanSearchIndex
 	every time.Duration
 	log   *slog.Logger
-	dirty atomic.Bool // a write since the last merge
+	dirty atomic.Bool   // a write since the last merge
+	kick  chan struct{} // a write since run last waited
+}
+
+func newSearchIndexCleaner(every time.Duration, log *slog.Logger) *searchIndexCleaner {
+	return &searchIndexCleaner{every: every, log: log, kick: make(chan struct{}, 1)}
 }
 
 // touched records a write; OnChange calls it for each changed user.
-func (c *searchIndexCleaner) touched(string) { c.dirty.Store(true) }
+func (c *searchIndexCleaner) touched(string) {
+	c.dirty.Store(true)
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
 
-// run merges the list every c.every after writes, until ctx ends. A role
-// that does not own the index may not merge it (42501): then inserts go on
-// merging it as before, and run stops, saying so once.
+// run merges the list c.every after a write, and then at most every c.every
+// while writes go on, until ctx ends; with no write it waits, without a
+// timer. A role that does not own the index may not merge it (42501): then
+// inserts go on merging it as before, and run stops, saying so once.
 func (c *searchIndexCleaner) run(ctx context.Context) {
-	t := time.NewTicker(c.every)
-	defer t.Stop()
 	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-c.kick:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(c.every):
 		}
 		if !c.dirty.Swap(false) {
 			continue

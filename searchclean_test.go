@@ -44,7 +44,7 @@ func newSearchCleanDB(t *testing.T, cleaner *searchIndexCleaner) (*pgxpool.Pool,
 // after, in the background, so that no insert meets a full list and waits
 // for the merge; an instance that does not write sends nothing.
 func TestSearchIndexPendingListMergedAfterWrites(t *testing.T) {
-	cleaner := &searchIndexCleaner{every: 20 * time.Millisecond, log: discardLog()}
+	cleaner := newSearchIndexCleaner(20*time.Millisecond, discardLog())
 	pool, store := newSearchCleanDB(t, cleaner)
 	cleaner.clean = store.CleanSearchIndex
 	ctx := t.Context()
@@ -90,7 +90,7 @@ func TestSearchIndexPendingListMergedAfterWrites(t *testing.T) {
 // role does not own it leaves the merges to inserts, as before, and says so
 // once, instead of failing every 100 ms.
 func TestSearchIndexCleanerStopsWithoutOwnership(t *testing.T) {
-	cleaner := &searchIndexCleaner{every: 20 * time.Millisecond}
+	cleaner := newSearchIndexCleaner(20*time.Millisecond, nil)
 	pool, store := newSearchCleanDB(t, cleaner)
 	role := fmt.Sprintf("tasks_reader_%d", os.Getpid())
 	for _, sql := range []string{
