@@ -292,6 +292,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	go events.keepAlive(gateCtx)
 	m := newMetrics(pool, events)
 	reminders := startTestScheduler(t, gateCtx, db.serviceURL(dbURL), store, m, log)
+	reminders.recheck = listenOrPoll(feed.notifier)
 	feed.notifier.OnAnyChange(reminders.Poke)
 	h := newHandler(deps{
 		log:      log,

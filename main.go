@@ -169,6 +169,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) 
 	}
 	reminders := newReminderScheduler(store, time.Now, log)
 	reminders.onFired = m.countRemindersFired
+	reminders.recheck = listenOrPoll(feed.notifier)
 	feed.notifier.OnAnyChange(reminders.Poke)
 	go reminders.Run(bgCtx)
 	if db.local != nil {

@@ -100,7 +100,8 @@ func (n *changeNotifier) Unwatch(w *watch) {
 
 // OnAnyChange has f told of every change the notifier learns of: this
 // instance's at once, the other instances' as their notifications arrive
-// (not by polling). f must not block.
+// (not by polling), and when the LISTEN connection is lost (notifications
+// may then be missed). f must not block.
 func (n *changeNotifier) OnAnyChange(f func()) { n.anyChange.Store(&f) }
 
 func (n *changeNotifier) changedAnywhere() {
@@ -140,6 +141,10 @@ func (n *changeNotifier) wakeAll() {
 		}
 	}
 }
+
+// Listening says whether a LISTEN connection is up: other instances' changes
+// then arrive as notifications.
+func (n *changeNotifier) Listening() bool { return n.listening.Load() }
 
 // Run announces, listens and polls until ctx ends.
 func (n *changeNotifier) Run(ctx context.Context) {
@@ -217,6 +222,7 @@ func (n *changeNotifier) listenLoop(ctx context.Context) {
 			return
 		}
 		n.wakeAll()
+		n.changedAnywhere() // what was announced while the connection was down is not sent again
 		jittered := delay/2 + rand.N(delay)
 		n.log.Warn("LISTEN connection lost; reconnecting", "retry_in", jittered.Round(time.Millisecond), "error", err)
 		select {

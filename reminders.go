@@ -25,9 +25,12 @@ import (
 // after a round it reads when the next armed reminder is due and sleeps
 // until just after that second; a change, here or (over LISTEN) on another
 // instance, may arm an earlier one, so it brings the next round forward to
-// the next whole second. Rounds are at most a second apart under writes,
-// and an idle instance sends nothing but a check every reminderRecheck, so
-// a Neon compute can scale to zero.
+// the next whole second. Rounds are at most a second apart under writes.
+// With nothing due it looks again every reminderRecheck while it listens
+// (so an idle instance lets a Neon compute scale to zero), and every second
+// while it does not: then nothing tells it of a reminder armed through an
+// instance that stops before the moment, and it must still fire within
+// seconds (API.md).
 
 // reminderScheduler fires due reminders on this instance.
 type reminderScheduler struct {
@@ -36,6 +39,8 @@ type reminderScheduler struct {
 	now    func() time.Time
 	tick   time.Duration // rounds run just after a whole tick, at most one per tick
 	poke   chan struct{} // a change may have armed a reminder
+	// recheck is how long to sleep with nothing armed; nil: reminderRecheck
+	recheck func() time.Duration
 	fired  atomic.Int64  // reminders this instance fired
 	rounds atomic.Int64  // rounds this instance ran
 
@@ -45,9 +50,9 @@ type reminderScheduler struct {
 const (
 	// reminderBatch is how many due reminders a round starts from.
 	reminderBatch = 1000
-	// reminderRecheck bounds the sleep with nothing due: a reminder armed
-	// through another instance whose notification was lost (or that does
-	// not LISTEN) fires at most this late.
+	// reminderRecheck bounds the sleep with nothing due while the instance
+	// listens: a reminder armed through an instance that stopped before its
+	// moment, whose notification this one missed, fires at most this late.
 	reminderRecheck = 10 * time.Minute
 	// reminderAfterTick is how long after a whole second a round runs:
 	// reminders are mostly set on whole minutes, so they fire within a few
@@ -110,7 +115,7 @@ func (s *reminderScheduler) round(ctx context.Context, now time.Time) (*time.Tim
 
 // nextRound is when the round after the one at now runs: just after the
 // second of the next reminder due (next, nil: none armed), and never in the
-// same second, nor later than reminderRecheck; after a failed round, at the
+// same second, nor later than the recheck; after a failed round, at the
 // next second.
 func (s *reminderScheduler) nextRound(now time.Time, next *time.Time, err error) time.Time {
 	soonest := s.justAfterTick(now)
@@ -118,6 +123,9 @@ func (s *reminderScheduler) nextRound(now time.Time, next *time.Time, err error)
 		return soonest
 	}
 	latest := now.Add(reminderRecheck)
+	if s.recheck != nil {
+		latest = now.Add(s.recheck())
+	}
 	if next == nil {
 		return latest
 	}
@@ -129,6 +137,17 @@ func (s *reminderScheduler) nextRound(now time.Time, next *time.Time, err error)
 		return latest
 	}
 	return at
+}
+
+// listenOrPoll is the recheck of a scheduler beside notifier: reminderRecheck
+// while it listens, a second while it does not.
+func listenOrPoll(n *changeNotifier) func() time.Duration {
+	return func() time.Duration {
+		if n.Listening() {
+			return reminderRecheck
+		}
+		return time.Second
+	}
 }
 
 // justAfterTick is reminderAfterTick past the first whole tick after t.

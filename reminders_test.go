@@ -497,6 +497,21 @@ func TestReminderRoundsFollowTheNextReminder(t *testing.T) {
 			t.Errorf("%s: next round at %s, want %s", c.name, got.Format(time.StampMilli), c.want.Format(time.StampMilli))
 		}
 	}
+
+	// Without LISTEN nothing tells it of a reminder armed through another
+	// instance: with nothing armed it looks again every second.
+	n := newChangeNotifier(nil, "", time.Second, discardLog())
+	s.recheck = listenOrPoll(n)
+	if got := s.nextRound(now, nil, nil); !got.Equal(now.Add(time.Second)) {
+		t.Errorf("not listening, none armed: next round at %s, want a second later", got.Format(time.StampMilli))
+	}
+	if got := s.nextRound(now, at(time.Minute), nil); !got.Equal(now.Add(time.Second)) {
+		t.Errorf("not listening, one armed in a minute: next round at %s, want a second later", got.Format(time.StampMilli))
+	}
+	n.listening.Store(true)
+	if got := s.nextRound(now, nil, nil); !got.Equal(now.Add(reminderRecheck)) {
+		t.Errorf("listening, none armed: next round at %s, want the recheck", got.Format(time.StampMilli))
+	}
 }
 
 // An idle scheduler asks the database nothing after its first round; a poke
