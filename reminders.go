@@ -34,15 +34,15 @@ import (
 
 // reminderScheduler fires due reminders on this instance.
 type reminderScheduler struct {
-	store  *Store
-	log    *slog.Logger
-	now    func() time.Time
-	tick   time.Duration // rounds run just after a whole tick, at most one per tick
-	poke   chan struct{} // a change may have armed a reminder
+	store *Store
+	log   *slog.Logger
+	now   func() time.Time
+	tick  time.Duration // rounds run just after a whole tick, at most one per tick
+	poke  chan struct{} // a change may have armed a reminder
 	// recheck is how long to sleep with nothing armed; nil: reminderRecheck
 	recheck func() time.Duration
-	fired  atomic.Int64  // reminders this instance fired
-	rounds atomic.Int64  // rounds this instance ran
+	fired   atomic.Int64 // reminders this instance fired
+	rounds  atomic.Int64 // rounds this instance ran
 
 	onFired func(n int) // told how many a round fired (the metrics); nil: nobody
 }
