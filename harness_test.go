@@ -291,9 +291,7 @@ func startAPI(t testing.TB, configure ...func(*apiOptions)) *testAPI {
 	events := newEventStreams(store, feed, ev, log)
 	go events.keepAlive(gateCtx)
 	m := newMetrics(pool, events)
-	reminders := startTestScheduler(t, gateCtx, db.serviceURL(dbURL), store, m, log)
-	reminders.recheck = listenOrPoll(feed.notifier)
-	feed.notifier.OnAnyChange(reminders.Poke)
+	reminders := startTestScheduler(t, gateCtx, db.serviceURL(dbURL), store, feed, m, log)
 	h := newHandler(deps{
 		log:      log,
 		store:    store,

@@ -26,8 +26,9 @@ import (
 // (tests call fireDue with the instant they want), over a pool of its own:
 // its rounds then never show in the API pool's statistics, by which tests
 // check that idle streams and long polls hold no connection. It tells the
-// API's notifier and metrics what it fires.
-func startTestScheduler(t testing.TB, ctx context.Context, dbURL string, api *Store, m *metrics, log *slog.Logger) *reminderScheduler {
+// API's notifier and metrics what it fires, and hears of changes from the
+// notifier, as serve wires it.
+func startTestScheduler(t testing.TB, ctx context.Context, dbURL string, api *Store, feed *syncFeed, m *metrics, log *slog.Logger) *reminderScheduler {
 	t.Helper()
 	pool, err := openPool(ctx, dbURL, servicePoolOptions(), discardLog())
 	if err != nil {
@@ -38,6 +39,8 @@ func startTestScheduler(t testing.TB, ctx context.Context, dbURL string, api *St
 	store.onChange = api.onChange
 	s := newReminderScheduler(store, time.Now, log)
 	s.onFired = m.countRemindersFired
+	s.recheck = listenOrPoll(feed.notifier)
+	feed.notifier.OnAnyChange(s.Poke)
 	go s.Run(ctx)
 	return s
 }
