@@ -46,21 +46,14 @@ func nextMemoryLimit(current, footprint int64) int64 {
 // adjustMemoryLimit reads the footprint every interval and moves the limit
 // with set (debug.SetMemoryLimit) until ctx ends. It starts from the base,
 // which tuneGC set.
-func adjustMemoryLimit(ctx context.Context, every time.Duration, footprint func() int64, set func(int64) int64) {
+func adjustMemoryLimit(ctx context.Context, interval time.Duration, footprint func() int64, set func(int64) int64) {
 	current := int64(baseMemoryLimit)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, interval, func(context.Context) {
 		if next := nextMemoryLimit(current, footprint()); next != current {
 			set(next)
 			current = next
 		}
-	}
+	})
 }
 
 // footprintMetrics are what runtimeFootprint reads, in its order.
