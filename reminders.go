@@ -27,8 +27,8 @@ import (
 // instance, may arm an earlier one, so it brings the next round forward to
 // the next whole second. Rounds are at most a second apart under writes.
 // With nothing due it looks again every reminderRecheck while it listens
-// (so an idle instance lets a Neon compute scale to zero), and every second
-// while it does not: then nothing tells it of a reminder armed through an
+// (an idle instance then asks the database almost nothing), and every
+// second while it does not: then nothing tells it of a reminder armed through an
 // instance that stops before the moment, and it must still fire within
 // seconds (API.md).
 
