@@ -94,11 +94,7 @@ func tuneGC(getenv func(string) string) (ownLimit bool) {
 }
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(newLineHandler(w, cfg.LogFormat == "json", &slog.HandlerOptions{Level: cfg.LogLevel}))
 }
 
 // serve runs the API until ctx ends: the database (migrated), the background
