@@ -301,7 +301,7 @@ func BenchmarkHandlerGet(b *testing.B) {
 // per request: compare the two sub-benchmarks' ns/op with the CPU a list
 // costs the service (docs/performance.md).
 func BenchmarkRequestMetrics(b *testing.B) {
-	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(newLineHandler(io.Discard, false, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		infoFrom(r.Context()).pattern = "GET /api/{user_id}/tasks"
 		w.WriteHeader(http.StatusOK)

@@ -94,13 +94,18 @@ func decodeObject(body []byte) ([]jsonMember, error) {
 // writeJSON writes an already encoded JSON body.
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	h["Content-Type"] = jsonContentType
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 	}
 }
+
+// jsonContentType is the Content-Type header's value, shared by every
+// response: net/http copies the values it sends, and the slice's capacity is
+// its length, so an Add elsewhere would append to a copy.
+var jsonContentType = []string{"application/json"}[:1:1]
 
 func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
 

@@ -14,6 +14,9 @@ const (
 	corsExposeHeaders = "Link, Location, ETag, X-Request-Id, Idempotent-Replayed, Retry-After, Mcp-Session-Id, WWW-Authenticate"
 )
 
+// varyOrigin is the Vary header's first value, shared (see jsonContentType).
+var varyOrigin = []string{"Origin"}[:1:1]
+
 // allowCORS lets the listed origins (or any, with "*") call the API from a
 // browser. It sits outside everything else, so errors carry the headers too
 // and the frontend can read them. Other origins get no CORS headers, and their
@@ -27,7 +30,7 @@ func allowCORS(origins []string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := w.Header()
-			h.Add("Vary", "Origin")
+			h["Vary"] = varyOrigin // nothing outside sets Vary: h.Add without allocating
 			origin := r.Header.Get("Origin")
 			if origin == "" || !(anyOrigin || allowed[origin]) {
 				next.ServeHTTP(w, r)

@@ -96,12 +96,20 @@ func logRequests(log *slog.Logger, m *metrics) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			ri := &requestInfo{id: r.Header.Get("X-Request-Id")}
+			// One allocation for what the request tells the log, and for
+			// the response header's value (set in the map directly: the
+			// key is canonical, and net/http copies the values it sends).
+			seen := &struct {
+				info   requestInfo
+				rec    statusRecorder
+				header [1]string
+			}{info: requestInfo{id: r.Header.Get("X-Request-Id")}, rec: statusRecorder{ResponseWriter: w}}
+			ri, rec := &seen.info, &seen.rec
 			if !validRequestID(ri.id) {
 				ri.id = newRequestID()
 			}
-			w.Header().Set("X-Request-Id", ri.id)
-			rec := &statusRecorder{ResponseWriter: w}
+			seen.header[0] = ri.id
+			w.Header()["X-Request-Id"] = seen.header[:]
 			if m != nil {
 				m.inFlight.Inc()
 			}
