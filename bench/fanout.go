@@ -226,9 +226,5 @@ func (f fanoutReport) markdown() string {
 }
 
 func (f fanoutReport) section(command string) string {
-	var b strings.Builder
-	b.WriteString("## Fan-out: from a write to its event (issue 11)\n\n")
-	b.WriteString(provenance(f.host, command))
-	b.WriteString(f.markdown())
-	return b.String()
+	return section("Fan-out: from a write to its event (issue 11)", f.host, command, f.markdown())
 }

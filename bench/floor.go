@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 
 	"tasks-api/internal/testbed"
 )
@@ -25,12 +24,7 @@ import (
 // floorRound is one round: the table's get row, and the floor's turn.
 type floorRound struct {
 	service row
-	floor   floorTurn
-}
-
-type floorTurn struct {
-	st  stats
-	cpu *cpuUse
+	floor   *besideRun
 }
 
 type floorRun struct {
@@ -105,7 +99,7 @@ func runFloor(ctx context.Context, o options, w *workspace, stdout, progress io.
 		if r.service, err = measureScenario(ctx, o, s, drv, pg, get, &meter, progress); err != nil {
 			return err
 		}
-		if r.floor, err = measureFloor(ctx, o, floor, floorDrv, get, &floorMeter); err != nil {
+		if r.floor, err = driveMetered(ctx, o, floor, "bench/floor", floorDrv, get, &floorMeter); err != nil {
 			return err
 		}
 		fmt.Fprintf(progress, "floor   %6.0f req/s  p50 %s  errors %d  CPU %.3f ms per request\n", r.floor.st.rate(),
@@ -125,28 +119,6 @@ func runFloor(ctx context.Context, o options, w *workspace, stdout, progress io.
 		}
 	}
 	return nil
-}
-
-// measureFloor warms the floor up and loads it, metering its CPU.
-func measureFloor(ctx context.Context, o options, floor *service, drv driver, sc scenario, meter *cpuMeter) (floorTurn, error) {
-	var t floorTurn
-	if _, _, err := drv.drive(ctx, sc, o.warmup); err != nil {
-		return t, err
-	}
-	var driverCPU time.Duration
-	var err error
-	t.cpu, err = meter.during(func() (err error) {
-		t.st, driverCPU, err = drv.drive(ctx, sc, o.duration)
-		return err
-	})
-	if err != nil {
-		return t, err
-	}
-	t.cpu.bench += driverCPU
-	if !floor.running() {
-		return t, fmt.Errorf("bench/floor exited (%v); the end of %s:\n%s", floor.waitErr, floor.logPath, floor.logTail(30))
-	}
-	return t, nil
 }
 
 // floorStatement is the statement of pgbench/get.sql, with the task's id as
@@ -229,9 +201,5 @@ func floorVerdict(ratio float64) string {
 }
 
 func (r floorRun) section(command string) string {
-	var b strings.Builder
-	b.WriteString("## The least a get can cost: net/http and pgx alone (issue 14)\n\n")
-	b.WriteString(provenance(r.host, command))
-	b.WriteString(r.markdown())
-	return b.String()
+	return section("The least a get can cost: net/http and pgx alone (issue 14)", r.host, command, r.markdown())
 }

@@ -39,7 +39,7 @@ func TestFloorRunJudgesTheMedianRound(t *testing.T) {
 		return floorRound{
 			service: row{scenario: "get", st: st, cpu: &cpuUse{service: n * service},
 				ceiling: pgbenchResult{tps: n, transactions: n}, ceilingCPU: &cpuUse{postgres: n * postgres}},
-			floor: floorTurn{st: st, cpu: &cpuUse{service: n * floor}},
+			floor: &besideRun{st: st, cpu: &cpuUse{service: n * floor}},
 		}
 	}
 	r := floorRun{settings: "settings", rounds: []floorRound{

@@ -239,9 +239,5 @@ func (r metricsRun) markdown() string {
 }
 
 func (r metricsRun) section(command string) string {
-	var b strings.Builder
-	b.WriteString("## What the metrics cost (issue 14)\n\n")
-	b.WriteString(provenance(r.host, command))
-	b.WriteString(r.markdown())
-	return b.String()
+	return section("What the metrics cost (issue 14)", r.host, command, r.markdown())
 }

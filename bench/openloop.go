@@ -420,9 +420,5 @@ func (rep openLoopReport) busy(run openLoopRun) string {
 }
 
 func (rep openLoopReport) section(command string) string {
-	var b strings.Builder
-	b.WriteString("## Latency at normal load: a constant rate (issue 14)\n\n")
-	b.WriteString(provenance(rep.host, command))
-	b.WriteString(rep.markdown())
-	return b.String()
+	return section("Latency at normal load: a constant rate (issue 14)", rep.host, command, rep.markdown())
 }

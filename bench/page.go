@@ -66,6 +66,11 @@ func writeSections(path string, sections ...[2]string) error {
 	return nil
 }
 
+// section is a section of docs/performance.md: its heading, provenance, then body.
+func section(title string, h host, command, body string) string {
+	return "## " + title + "\n\n" + provenance(h, command) + body
+}
+
 // provenance is the lines every section starts with: where, when, and how
 // to measure again.
 func provenance(h host, command string) string {

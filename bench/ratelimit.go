@@ -168,9 +168,5 @@ func (r rateLimitReport) markdown() string {
 }
 
 func (r rateLimitReport) section(command string) string {
-	var b strings.Builder
-	b.WriteString("## A rate limit shared by the instances: its cost (issue 11)\n\n")
-	b.WriteString(provenance(r.host, command))
-	b.WriteString(r.markdown())
-	return b.String()
+	return section("A rate limit shared by the instances: its cost (issue 11)", r.host, command, r.markdown())
 }

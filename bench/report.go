@@ -34,13 +34,14 @@ type row struct {
 	scenario   string
 	st         stats
 	ceiling    pgbenchResult
-	cpu        *cpuUse   // during the service's run; nil when not measured
-	ceilingCPU *cpuUse   // during pgbench's run
-	base       *baseline // the same scenario against -baseline; nil when not run
+	cpu        *cpuUse    // during the service's run; nil when not measured
+	ceilingCPU *cpuUse    // during pgbench's run
+	base       *besideRun // the same scenario against -baseline; nil when not run
 }
 
-// baseline is a scenario's run against the -baseline service.
-type baseline struct {
+// besideRun is a scenario's run against a server beside the measured service
+// (the -baseline service, bench/floor): its requests and the CPU it took.
+type besideRun struct {
 	st  stats
 	cpu *cpuUse
 }

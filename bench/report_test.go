@@ -110,7 +110,7 @@ func TestRoundsPoolAndJudgeByTheMedian(t *testing.T) {
 	// A write against the baseline: its ratio in each round too.
 	for k, rate := range []int{900, 1000, 1200} {
 		w := run("create", rate, ms, ms)
-		w.base = &baseline{st: stats{elapsed: time.Second, latencies: make([]time.Duration, 1000)}, cpu: &cpuUse{}}
+		w.base = &besideRun{st: stats{elapsed: time.Second, latencies: make([]time.Duration, 1000)}, cpu: &cpuUse{}}
 		tab.rounds[k] = append(tab.rounds[k], w)
 	}
 	tab.rows = pooledRows(tab.rounds)

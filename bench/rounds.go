@@ -49,7 +49,7 @@ func poolRow(runs []row) row {
 	}
 	p.st = merge(sts...)
 	if baseSts != nil {
-		p.base = &baseline{st: merge(baseSts...), cpu: baseCPU}
+		p.base = &besideRun{st: merge(baseSts...), cpu: baseCPU}
 	}
 	return p
 }

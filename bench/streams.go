@@ -341,9 +341,5 @@ func (s streamsReport) markdown() string {
 }
 
 func (s streamsReport) section(command string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "## Idle event streams (issue 11)\n\n")
-	b.WriteString(provenance(s.host, command))
-	b.WriteString(s.markdown())
-	return b.String()
+	return section("Idle event streams (issue 11)", s.host, command, s.markdown())
 }

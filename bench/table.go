@@ -213,17 +213,30 @@ func (s *service) cpuProfile(ctx context.Context, d time.Duration, path string) 
 }
 
 // measureBaseline runs a write scenario against the -baseline service, as
-// measureScenario does against the measured one, without a ceiling.
-func measureBaseline(ctx context.Context, o options, b *setup, drv driver, sc scenario, meter *cpuMeter, progress io.Writer) (*baseline, error) {
+// measureScenario runs it against the measured one.
+func measureBaseline(ctx context.Context, o options, b *setup, drv driver, sc scenario, meter *cpuMeter, progress io.Writer) (*besideRun, error) {
 	if sc.needs != nil && sc.needs.service != nil {
 		if err := sc.needs.service(ctx, b, o, 0); err != nil {
 			return nil, fmt.Errorf("%s at the baseline: %w", sc.name, err)
 		}
 	}
+	r, err := driveMetered(ctx, o, b.svc, "the baseline", drv, sc, meter)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(progress, "%-7s baseline %6.0f req/s  p50 %s  p99 %s  errors %d\n",
+		sc.name, r.st.rate(), ms(r.st.percentile(50)), ms(r.st.percentile(99)), r.st.errors())
+	return r, nil
+}
+
+// driveMetered warms svc up with sc, then loads it for o.duration, metering
+// the CPU (the driver's own added to the bench's), and checks that svc (what:
+// its name in the error) still runs.
+func driveMetered(ctx context.Context, o options, svc *service, what string, drv driver, sc scenario, meter *cpuMeter) (*besideRun, error) {
 	if _, _, err := drv.drive(ctx, sc, o.warmup); err != nil {
 		return nil, err
 	}
-	r := &baseline{}
+	r := &besideRun{}
 	var err error
 	var driverCPU time.Duration
 	r.cpu, err = meter.during(func() (err error) {
@@ -236,10 +249,8 @@ func measureBaseline(ctx context.Context, o options, b *setup, drv driver, sc sc
 	if r.cpu != nil {
 		r.cpu.bench += driverCPU
 	}
-	if !b.svc.running() {
-		return nil, fmt.Errorf("the baseline exited during %s (%v); the end of %s:\n%s", sc.name, b.svc.waitErr, b.svc.logPath, b.svc.logTail(30))
+	if !svc.running() {
+		return nil, fmt.Errorf("%s exited during %s (%v); the end of %s:\n%s", what, sc.name, svc.waitErr, svc.logPath, svc.logTail(30))
 	}
-	fmt.Fprintf(progress, "%-7s baseline %6.0f req/s  p50 %s  p99 %s  errors %d\n",
-		sc.name, r.st.rate(), ms(r.st.percentile(50)), ms(r.st.percentile(99)), r.st.errors())
 	return r, nil
 }
