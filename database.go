@@ -147,6 +147,21 @@ func beginSQL(statement, lock time.Duration) string {
 	return sql
 }
 
+// rollbackTimeout bounds a rollback. It runs even when the request's context
+// has ended (the reason to roll back may be that it ended), so it cannot take
+// that context's bound; and without one, a rollback sent to a database that
+// fell silent waited for TCP to give up (minutes), holding its request and a
+// pooled connection, which pool.Close then waited for at shutdown.
+const rollbackTimeout = 5 * time.Second
+
+// rollback ends tx within rollbackTimeout; on a timeout pgx closes the
+// connection, and the pool drops it.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	_ = tx.Rollback(ctx) // a failed rollback closes the connection: nothing is left to undo
+}
+
 // InTx runs fn in a transaction, which commits when fn returns nil and rolls
 // back otherwise. Queries already in a transaction run fn in it.
 func (s *Store) InTx(ctx context.Context, fn func(Queries) error) error {
@@ -154,7 +169,12 @@ func (s *Store) InTx(ctx context.Context, fn func(Queries) error) error {
 	if err != nil {
 		return dbFail("begin", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) // after Commit, a no-op
+	committing := false
+	defer func() {
+		if !committing {
+			rollback(ctx, tx)
+		}
+	}()
 	q := s.Queries
 	q.db, q.inTx = tx, true
 	var changedUsers []string
@@ -162,6 +182,7 @@ func (s *Store) InTx(ctx context.Context, fn func(Queries) error) error {
 	if err := fn(q); err != nil {
 		return err
 	}
+	committing = true // Commit ends the transaction, failed or not
 	if err := tx.Commit(ctx); err != nil {
 		return dbFail("commit", err)
 	}

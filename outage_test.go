@@ -2,12 +2,21 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tasks-api/internal/localpg"
 	"tasks-api/internal/pgtest"
@@ -209,5 +218,127 @@ func TestClassifyDatabaseUnavailable(t *testing.T) {
 				t.Fatalf("%d (Retry-After %s), want %d", status, got.RetryAfter, c.want)
 			}
 		})
+	}
+}
+
+// A transaction whose database falls silent (a partition: no reset, no
+// answer) after its last statement still ends, and gives its connection
+// back: the rollback of a failed transaction has its own bound.
+func TestRollbackOnASilentDatabaseEnds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a fault test of 20s")
+	}
+	url := newDatabase(t, true)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	network, target := "tcp", net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port)))
+	if strings.HasPrefix(cfg.ConnConfig.Host, "/") { // the local cluster's socket
+		network, target = "unix", filepath.Join(cfg.ConnConfig.Host, fmt.Sprintf(".s.PGSQL.%d", cfg.ConnConfig.Port))
+	}
+	link := startSilencer(t, network, target)
+	cfg.ConnConfig.Host, cfg.ConnConfig.Port = "127.0.0.1", uint16(link.port())
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newStore(pool, storeOptions{})
+
+	refused := newError(CodePreconditionFailed, "refused after a statement")
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		done <- store.InTx(context.Background(), func(q Queries) error {
+			if _, err := q.CreateTask(context.Background(), "silent", newTask{Title: "x", Priority: "high", Tags: []string{"home"}}); err != nil {
+				return err
+			}
+			link.silence()
+			return refused // the rollback meets the silence
+		})
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, refused) {
+			t.Fatalf("InTx: %v, want the function's error", err)
+		}
+	case <-time.After(rollbackTimeout + 10*time.Second):
+		t.Fatalf("InTx did not return %s after its rollback met a silent database", time.Since(start).Round(time.Second))
+	}
+	closed := make(chan struct{})
+	returned := time.Now()
+	go func() { pool.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Logf("InTx returned after %s, pool.Close took %s", returned.Sub(start), time.Since(returned))
+	case <-time.After(25 * time.Second): // pgx gives a broken connection's cleanup 15s
+		t.Fatal("pool.Close waits for a connection the rollback kept")
+	}
+}
+
+// silencer forwards TCP connections to a server until silence, after which
+// it passes nothing either way and closes nothing, as a partitioned network.
+type silencer struct {
+	ln     net.Listener
+	silent atomic.Bool
+}
+
+func startSilencer(t *testing.T, network, target string) *silencer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &silencer{ln: ln}
+	var conns sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		conns.Wait()
+	})
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial(network, target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			mu.Lock()
+			open = append(open, client, server)
+			mu.Unlock()
+			conns.Go(func() { s.pipe(server, client) })
+			conns.Go(func() { s.pipe(client, server) })
+		}
+	}()
+	return s
+}
+
+func (s *silencer) port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+
+func (s *silencer) silence() { s.silent.Store(true) }
+
+// pipe copies from src to dst while the link speaks; silent, it drops what
+// it reads.
+func (s *silencer) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !s.silent.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func startRun(t *testing.T, env map[string]string) *runningService {
 		select {
 		case <-s.done:
 		case <-time.After(60 * time.Second):
-			t.Error("run did not return after cancel")
+			t.Errorf("run did not return after cancel; its log ends:\n%s\n%s", tail(s.stderr.String(), 40), goroutineDump())
 		}
 	})
 	listening := regexp.MustCompile(`listening on (http://localhost:\d+)`)
@@ -76,7 +77,7 @@ func (s *runningService) shutdown(t *testing.T) error {
 		s.done <- err // for the cleanup
 		return err
 	case <-time.After(60 * time.Second):
-		t.Fatal("run did not return after cancel")
+		t.Fatalf("run did not return after cancel; its log ends:\n%s\n%s", tail(s.stderr.String(), 40), goroutineDump())
 		return nil
 	}
 }
@@ -237,3 +238,12 @@ func TestMigrateCommand(t *testing.T) {
 		t.Fatal("want a usage error")
 	}
 }
+
+// goroutineDump is every goroutine's stack, to show what a stop that never
+// ended waits for (it happened once in CI, behind pgbouncer, unexplained).
+func goroutineDump() string {
+	var b strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+	return b.String()
+}
+
