@@ -246,4 +246,3 @@ func goroutineDump() string {
 	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
 	return b.String()
 }
-
