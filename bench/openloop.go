@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -158,7 +160,12 @@ type openLoopScenario struct {
 }
 
 func runOpenLoop(ctx context.Context, o options, w *workspace, stdout, progress io.Writer) error {
-	s, err := startSetup(ctx, o, w, false, progress)
+	if o.cpuProfile != "" {
+		if err := os.MkdirAll(o.cpuProfile, 0o755); err != nil {
+			return err
+		}
+	}
+	s, err := startSetup(ctx, o, w, o.cpuProfile != "", progress)
 	if err != nil {
 		return err
 	}
@@ -256,11 +263,22 @@ func measureOpenLoop(ctx context.Context, o options, s *setup, closed driver, op
 		}
 		open.run(ctx, sc, rate, o.warmup)
 		var run openLoopRun
+		profiled := make(chan error, 1)
+		if o.cpuProfile != "" && share == openLoopGoalShare {
+			go func() {
+				profiled <- s.svc.cpuProfile(ctx, o.duration, filepath.Join(o.cpuProfile, sc.name+"-openloop.pprof"))
+			}()
+		} else {
+			profiled <- nil
+		}
 		cpu, err := meter.during(func() error {
 			run = open.run(ctx, sc, rate, o.duration)
 			return ctx.Err()
 		})
 		if err := check(err); err != nil {
+			return r, err
+		}
+		if err := <-profiled; err != nil {
 			return r, err
 		}
 		if err := check(putAway()); err != nil {
