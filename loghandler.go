@@ -48,11 +48,15 @@ func (h *lineHandler) Handle(ctx context.Context, r slog.Record) error {
 // the record unless slog's handler is to write it: a record of more than five
 // attributes allocates.
 func (h *lineHandler) handleAttrs(ctx context.Context, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) error {
-	return h.write(t, level, msg, attrs, func() error {
-		r := slog.NewRecord(t, level, msg, 0)
-		r.AddAttrs(attrs...)
-		return h.Handler.Handle(ctx, r)
-	})
+	return h.write(t, level, msg, attrs, func() error { return h.Handler.Handle(ctx, newRecord(t, level, msg, attrs)) })
+}
+
+// newRecord is the record (t, level, msg, attrs), with no program counter:
+// the service's handlers never add the source.
+func newRecord(t time.Time, level slog.Level, msg string, attrs []slog.Attr) slog.Record {
+	r := slog.NewRecord(t, level, msg, 0)
+	r.AddAttrs(attrs...)
+	return r
 }
 
 // write writes the line through the shortcut, or calls bySlog.
@@ -82,9 +86,9 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// appendLine appends the record (t, level, msg, attrs) as slog's text (or JSON) handler without options
-// writes it; ok is false, and b is to be dropped, for a record it leaves to
-// slog.
+// appendLine appends the record (t, level, msg, attrs) as slog's text (or
+// JSON) handler without options writes it; ok is false, and b is to be
+// dropped, for a record it leaves to slog.
 func appendLine(b []byte, t time.Time, level slog.Level, msg string, attrs []slog.Attr, json bool) (_ []byte, ok bool) {
 	if t.IsZero() {
 		return b, false

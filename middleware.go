@@ -172,9 +172,7 @@ func handleAttrs(ctx context.Context, h slog.Handler, t time.Time, level slog.Le
 	if lh, ok := h.(*lineHandler); ok {
 		return lh.handleAttrs(ctx, t, level, msg, attrs...)
 	}
-	r := slog.NewRecord(t, level, msg, 0)
-	r.AddAttrs(attrs...)
-	return h.Handle(ctx, r)
+	return h.Handle(ctx, newRecord(t, level, msg, attrs))
 }
 
 // recoverPanics turns a panicking handler into a 500 and a logged stack; the
