@@ -95,12 +95,14 @@ func (l *logBuffer) writeBatches() {
 func (l *logBuffer) writePending(spare []byte) []byte {
 	l.mu.Lock()
 	batch := l.buf
+	if len(batch) == 0 { // an idle tick: the next line is still written at once
+		l.mu.Unlock()
+		return spare
+	}
 	l.buf = spare[:0]
 	l.lastWrite = time.Now()
 	l.mu.Unlock()
-	if len(batch) > 0 {
-		_, _ = l.w.Write(batch) // nowhere to report a failing log destination
-	}
+	_, _ = l.w.Write(batch) // nowhere to report a failing log destination
 	l.drained.Broadcast()
 	return batch
 }

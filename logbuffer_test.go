@@ -129,3 +129,19 @@ func TestLogBufferClose(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// An idle tick does not count as a write, so the next line after a quiet
+// spell still goes out at once rather than at the next tick.
+func TestLogBufferIdleTicksAreNoWrites(t *testing.T) {
+	g := newGateWriter(true)
+	l := newLogBuffer(g, 20*time.Millisecond)
+	defer l.Close()
+	_, _ = l.Write([]byte("a\n"))
+	waitFor(t, "the first line", func() bool { s, _ := g.text(); return s == "a\n" })
+	last := func() time.Time { l.mu.Lock(); defer l.mu.Unlock(); return l.lastWrite }
+	written := last()
+	time.Sleep(100 * time.Millisecond) // idle ticks
+	if got := last(); !got.Equal(written) {
+		t.Fatalf("idle ticks moved the last write from %s to %s", written, got)
+	}
+}
