@@ -17,10 +17,10 @@ import (
 //
 // Write only appends, under a lock, and one goroutine writes the batches.
 // A line goes out at once when nothing was written in the last interval
-// (a quiet service logs in real time); otherwise it joins a batch written at
-// the next tick, or as soon as the batch reaches maxBatch. Past maxPending
-// unwritten bytes Write waits for the writer, so a stuck destination costs
-// bounded memory. What is pending when the process is killed outright is
+// (a quiet service logs in real time); otherwise it joins a batch written an
+// interval after the last, or as soon as the batch reaches maxBatch. An idle
+// service's writer sleeps: no timer ticks. Past maxPending unwritten bytes
+// Write waits for the writer, so a stuck destination costs bounded memory. What is pending when the process is killed outright is
 // lost: at most one interval.
 type logBuffer struct {
 	w          io.Writer
@@ -73,11 +73,12 @@ func (l *logBuffer) kickWriter() {
 	}
 }
 
-// writeBatches writes what is pending when kicked and at every tick.
+// writeBatches writes what is pending when kicked, then once an interval
+// while lines keep coming; idle, it sleeps until the next kick.
 func (l *logBuffer) writeBatches() {
 	defer close(l.done)
-	t := time.NewTicker(l.interval)
-	defer t.Stop()
+	t := time.NewTimer(l.interval)
+	t.Stop()
 	var spare []byte
 	for {
 		select {
@@ -86,25 +87,29 @@ func (l *logBuffer) writeBatches() {
 		case <-l.kick:
 		case <-t.C:
 		}
-		spare = l.writePending(spare)
+		var wrote bool
+		if spare, wrote = l.writePending(spare); wrote {
+			t.Reset(l.interval) // what comes meanwhile is written then
+		}
 	}
 }
 
 // writePending writes what is pending, outside the lock, swapping in spare
-// as the buffer; it returns the written batch's memory for the next swap.
-func (l *logBuffer) writePending(spare []byte) []byte {
+// as the buffer; it returns the written batch's memory for the next swap,
+// and whether there was anything to write.
+func (l *logBuffer) writePending(spare []byte) ([]byte, bool) {
 	l.mu.Lock()
 	batch := l.buf
-	if len(batch) == 0 { // an idle tick: the next line is still written at once
+	if len(batch) == 0 { // nothing came: the next line is written at once
 		l.mu.Unlock()
-		return spare
+		return spare, false
 	}
 	l.buf = spare[:0]
 	l.lastWrite = time.Now()
 	l.mu.Unlock()
 	_, _ = l.w.Write(batch) // nowhere to report a failing log destination
 	l.drained.Broadcast()
-	return batch
+	return batch, true
 }
 
 // Close writes what is pending and stops the writer; later lines are
