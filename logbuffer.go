@@ -20,8 +20,9 @@ import (
 // (a quiet service logs in real time); otherwise it joins a batch written an
 // interval after the last, or as soon as the batch reaches maxBatch. An idle
 // service's writer sleeps: no timer ticks. Past maxPending unwritten bytes
-// Write waits for the writer, so a stuck destination costs bounded memory. What is pending when the process is killed outright is
-// lost: at most one interval.
+// Write waits for the writer, so a stuck destination costs bounded memory.
+// What is pending when the process is killed outright is lost: at most one
+// interval.
 type logBuffer struct {
 	w          io.Writer
 	interval   time.Duration
