@@ -304,6 +304,14 @@ func openPool(ctx context.Context, dbURL string, o poolOptions, log *slog.Logger
 	if !strings.Contains(dbURL, "pool_max_conn_idle_time") {
 		cfg.MaxConnIdleTime = 5 * time.Minute // Neon's pooler drops idle clients; do it first
 	}
+	if !strings.Contains(dbURL, "pool_ping_timeout") {
+		// pgxpool pings a connection idle for a second before handing it out,
+		// with the acquirer's deadline, or none: a background chore's ping
+		// through a pooler whose server is gone then held its connection for
+		// a minute, and pool.Close with it (seen in CI behind pgbouncer, a
+		// shutdown that did not return).
+		cfg.PingTimeout = 5 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create pool: %w", err)

@@ -509,3 +509,25 @@ func TestPoolDoesNotDeadlock(t *testing.T) {
 	}
 	t.Logf("%d concurrent requests on a pool of 2 connections: all done in %s, the slowest in %s", requests, total.Round(time.Millisecond), slowest.Round(time.Millisecond))
 }
+
+// The pool's ping of an idle connection has its own bound, unless the URL
+// sets one: pgxpool's default is none.
+func TestPoolPingIsBounded(t *testing.T) {
+	db := testPG(t)
+	for _, c := range []struct {
+		url  string
+		want time.Duration
+	}{
+		{db.sharedURL, 5 * time.Second},
+		{withParam(db.sharedURL, "pool_ping_timeout", "250ms"), 250 * time.Millisecond},
+	} {
+		pool, err := openPool(t.Context(), c.url, poolOptions{}, discardLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pool.Config().PingTimeout; got != c.want {
+			t.Errorf("ping timeout %s, want %s", got, c.want)
+		}
+		pool.Close()
+	}
+}
