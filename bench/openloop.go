@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // -openloop (issue 14): latency at normal load. The table's closed loop (-conns
@@ -70,6 +74,7 @@ type openLoopRun struct {
 	lag      time.Duration // p99 of the time from intended start to send
 	capped   int           // found maxInFlight requests in flight and waited for one to end
 	cpu      *cpuUse       // nil when not measured
+	alone    *stats        // PostgreSQL alone at the same rate (pgbench -R); nil when not run
 }
 
 // run sends rate requests a second for d: request i at t0 + i/rate. The
@@ -185,8 +190,12 @@ func runOpenLoop(ctx context.Context, o options, w *workspace, stdout, progress 
 	if err != nil {
 		return err
 	}
+	pg, err := newPgbench(w, s.db.socketDir(), aloneConns(o))
+	if err != nil {
+		return err
+	}
 	for _, name := range o.scenarios {
-		r, err := measureOpenLoop(ctx, o, s, closed, open, scenarioNamed(name), meter, progress)
+		r, err := measureOpenLoop(ctx, o, s, closed, open, pg, scenarioNamed(name), meter, progress)
 		if err != nil {
 			return err
 		}
@@ -210,9 +219,10 @@ func runOpenLoop(ctx context.Context, o options, w *workspace, stdout, progress 
 // measureOpenLoop measures the scenario's capacity with the closed loop, as
 // the table does, then runs it at each share of that capacity: a warm-up at
 // the same rate (which also opens the connections the rate needs), then the
-// measured run. What the scenario consumes is prepared before each run, for
-// its rate, and put away after it.
-func measureOpenLoop(ctx context.Context, o options, s *setup, closed driver, open *openLoop, sc scenario, meter *cpuMeter, progress io.Writer) (openLoopScenario, error) {
+// measured run. At the goal's share pgbench then runs the scenario's SQL
+// alone at the same rate (runAlone). What the scenario consumes is prepared
+// before each run, for its rate, and put away after it.
+func measureOpenLoop(ctx context.Context, o options, s *setup, closed driver, open *openLoop, pg *pgbench, sc scenario, meter *cpuMeter, progress io.Writer) (openLoopScenario, error) {
 	r := openLoopScenario{name: sc.name}
 	prepare := func(rate float64) error {
 		if sc.needs != nil && sc.needs.service != nil {
@@ -288,9 +298,96 @@ func measureOpenLoop(ctx context.Context, o options, s *setup, closed driver, op
 		fmt.Fprintf(progress, "%-8s %3.0f %%  %6.0f req/s (sent %6.0f)  p50 %s  p99 %s  p99.9 %s  max %s  errors %d  late %d (p99 %s)  waited %d\n",
 			sc.name, share*100, rate, run.achieved, ms(run.st.percentile(50)), ms(run.st.percentile(99)), ms(run.st.percentile(99.9)),
 			ms(run.st.percentile(100)), run.st.errors(), run.late, ms(run.lag), run.capped)
+		if share == openLoopGoalShare {
+			alone, err := runAlone(ctx, o, s, pg, sc, rate)
+			if err := check(err); err != nil {
+				return r, err
+			}
+			run.alone = &alone
+			fmt.Fprintf(progress, "%-8s %3.0f %%  PostgreSQL alone (pgbench -R %.0f -c %d)  p50 %s  p99 %s  p99.9 %s  failed %d\n",
+				sc.name, share*100, rate, pg.conns, ms(alone.percentile(50)), ms(alone.percentile(99)), ms(alone.percentile(99.9)), alone.errors())
+		}
 		r.runs = append(r.runs, run)
 	}
 	return r, nil
+}
+
+// aloneConns is how many connections pgbench opens for PostgreSQL alone:
+// as many as the service's pool, which bounds the transactions the service
+// runs at once.
+func aloneConns(o options) int {
+	if o.pool > 0 {
+		return o.pool
+	}
+	return defaultServicePool()
+}
+
+// runAlone runs the scenario's statements on PostgreSQL alone at rate, as
+// the service's run just did through HTTP: pgbench -R on the service's pool
+// size, with the search index's pending list merged beside it every
+// searchIndexMergeEvery, as the service merges it while it writes (without,
+// an insert that finds the list full merges everyone's keys itself).
+func runAlone(ctx context.Context, o options, s *setup, pg *pgbench, sc scenario, rate float64) (stats, error) {
+	var vars map[string]string
+	if sc.needs != nil && sc.needs.ceiling != nil {
+		var err error
+		if vars, err = sc.needs.ceiling(ctx, s, o); err != nil {
+			return stats{}, err
+		}
+		if _, ok := vars["clients"]; ok {
+			vars["clients"] = strconv.Itoa(pg.conns) // the delete pool's numbering follows pgbench's clients
+		}
+	}
+	var st stats
+	err := mergeSearchIndexWhile(ctx, s.db.databaseURL(nil), func() (err error) {
+		st, err = pg.atRate(ctx, sc, rate, o.duration, pg.conns, vars)
+		return err
+	})
+	if err != nil {
+		return stats{}, err
+	}
+	if sc.needs != nil && sc.needs.after != nil {
+		ao := o
+		ao.conns = pg.conns
+		if err := sc.needs.after(ctx, s, ao, len(st.latencies)); err != nil {
+			return stats{}, err
+		}
+	}
+	return st, nil
+}
+
+// searchIndexMergeEvery is how often the service merges the search index's
+// pending list while it writes (searchIndexCleanEvery in searchclean.go).
+const searchIndexMergeEvery = 100 * time.Millisecond
+
+// mergeSearchIndexWhile merges the search index's pending list every
+// searchIndexMergeEvery on a connection of its own while fn runs.
+func mergeSearchIndexWhile(ctx context.Context, databaseURL string, fn func() error) error {
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	stop, merged := make(chan struct{}), make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(searchIndexMergeEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				merged <- nil
+				return
+			case <-tick.C:
+			}
+			if _, err := conn.Exec(ctx, `SELECT gin_clean_pending_list('task_search_keys_gin')`); err != nil {
+				merged <- fmt.Errorf("merge the search index's pending list: %w", err)
+				return
+			}
+		}
+	}()
+	err = fn()
+	close(stop)
+	return errors.Join(err, <-merged)
 }
 
 // goalRun is the run the goal applies to.
@@ -392,6 +489,7 @@ func (rep openLoopReport) markdown() string {
 			fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f |\n", r.name, c.service, c.postgres, c.client, c.other, c.total())
 		}
 	}
+	rep.writeAlone(&b)
 	fmt.Fprintf(&b, "\n### Goal of issue 14: p99 ≤ %s at %.0f %% of capacity\n\n", ms(p99Target), openLoopGoalShare*100)
 	ok := 0
 	for _, r := range rep.scenarios {
@@ -403,10 +501,48 @@ func (rep openLoopReport) markdown() string {
 		if p99 <= p99Target {
 			ok++
 		}
-		fmt.Fprintf(&b, "- %s: p99 %s at %.0f req/s: %s.\n", r.name, ms(p99), run.target, met(p99 <= p99Target))
+		alone := ""
+		if run.alone != nil {
+			alone = fmt.Sprintf(" (PostgreSQL alone at that rate: %s)", ms(run.alone.percentile(99)))
+		}
+		fmt.Fprintf(&b, "- %s: p99 %s at %.0f req/s%s: %s.\n", r.name, ms(p99), run.target, alone, met(p99 <= p99Target))
 	}
 	fmt.Fprintf(&b, "\n%d of %d scenarios met the goal.\n", ok, len(rep.scenarios))
 	return b.String()
+}
+
+// writeAlone is the table of PostgreSQL alone at the goal's rates, beside
+// the service's run at the same rate.
+func (rep openLoopReport) writeAlone(b *strings.Builder) {
+	conns := 0
+	for _, r := range rep.scenarios {
+		if run, ok := r.goalRun(); ok && run.alone != nil {
+			conns = aloneConns(rep.o)
+		}
+	}
+	if conns == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n### PostgreSQL alone at the same rate\n\nAfter each scenario's run at %.0f %%, pgbench runs the scenario's "+
+		"statements (the table's ceiling) straight against the database at the same rate (`pgbench -R`, prepared "+
+		"statements) for %s, on %d connections: as many as the service's pool, which bounds the transactions the service "+
+		"runs at once. pgbench times each transaction from its scheduled start, so one that waited for a free connection "+
+		"counts its wait, as the service's requests do; its schedule is random (a Poisson process at the rate), where the "+
+		"open loop's is even, so its arrivals bunch more. Beside it a connection merges the search index's pending list "+
+		"every %s, as the service does while it writes. Where PostgreSQL alone misses the goal, no service in front of "+
+		"it meets it on this machine.\n\n", openLoopGoalShare*100, rep.o.duration, conns, searchIndexMergeEvery)
+	b.WriteString("| scenario | rate req/s | service p50 | service p99 | service p99.9 | PostgreSQL alone: transactions | p50 | p99 | p99.9 | failed |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rep.scenarios {
+		run, ok := r.goalRun()
+		if !ok || run.alone == nil {
+			continue
+		}
+		a := run.alone
+		fmt.Fprintf(b, "| %s | %.0f | %s | %s | %s | %d | %s | %s | %s | %d |\n", r.name, run.target,
+			ms(run.st.percentile(50)), ms(run.st.percentile(99)), ms(run.st.percentile(99.9)),
+			a.requests(), ms(a.percentile(50)), ms(a.percentile(99)), ms(a.percentile(99.9)), a.errors())
+	}
 }
 
 func (rep openLoopReport) anyCapped() bool {

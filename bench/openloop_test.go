@@ -163,17 +163,44 @@ func TestOpenLoopSection(t *testing.T) {
 		}
 		return r
 	}
-	rep := openLoopReport{host: host{cores: 2, date: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}, o: options{conns: 32, warmup: time.Second, duration: 5 * time.Second},
-		users: 50, scenarios: []openLoopScenario{scenario("get", 4*ms), scenario("create", 12*ms)}}
+	create := scenario("create", 12*ms)
+	create.runs[1].alone = &stats{elapsed: time.Second, latencies: []time.Duration{ms, 2 * ms, 3 * ms, 15 * ms}, failed: errorCounts{server: 1}}
+	rep := openLoopReport{host: host{cores: 2, date: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}, o: options{conns: 32, pool: 6, warmup: time.Second, duration: 5 * time.Second},
+		users: 50, scenarios: []openLoopScenario{scenario("get", 4*ms), create}}
 	page := withSection("", "openloop", rep.section("go run ./bench -openloop -out docs/performance.md"))
 	inOrder(t, page,
 		"<!-- bench:openloop -->\n## Latency at normal load", "Measured 2026-12-02 10:00 UTC", "```sh\ngo run ./bench -openloop -out docs/performance.md\n```",
 		"*How the rate is held constant.*", "t0 + i/rate", "*How coordinated omission is avoided.*", "from the request's intended start",
 		"| get | 400 | 25 % | 100 | 100 | 100 | 1.00 ms | 4.00 ms |", "|  |  | 50 % | 200 |", "| create | 400 | 25 % |",
-		"- get: p99 4.00 ms at 200 req/s: met.", "- create: p99 12.00 ms at 200 req/s: missed.", "1 of 2 scenarios met the goal.",
-		"<!-- /bench:openloop -->",
+		"### PostgreSQL alone at the same rate", "on 6 connections",
+		"| create | 200 | 1.00 ms | 12.00 ms | 12.00 ms | 4 | 2.00 ms | 15.00 ms | 15.00 ms | 1 |",
+		"- get: p99 4.00 ms at 200 req/s: met.", "- create: p99 12.00 ms at 200 req/s (PostgreSQL alone at that rate: 15.00 ms): missed.",
+		"1 of 2 scenarios met the goal.", "<!-- /bench:openloop -->",
 	)
+	if strings.Contains(page, "| get | 200 |") {
+		t.Error("a row of PostgreSQL alone for get, which pgbench did not run")
+	}
 	if got, want := rep.missed(), "p99 > 10.00 ms at 50 % of capacity: create"; got != want {
 		t.Fatalf("missed: %q, want %q", got, want)
+	}
+}
+
+// pgbench's per-transaction log: each line's time (µs) is a latency; a
+// transaction pgbench calls failed or skipped is an error.
+func TestParseTransactionLog(t *testing.T) {
+	var st stats
+	log := "0 1 1250 0 1796211594 123456 40\n1 1 980 0 1796211594 223456 12\n0 2 failed 0 1796211595 1 0\n"
+	if err := parseTransactionLog([]byte(log), &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := parseTransactionLog([]byte("3 7 15000 1 1796211596 5 2\n"), &st); err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Duration{1250 * time.Microsecond, 980 * time.Microsecond, 15 * time.Millisecond}
+	if !slices.Equal(st.latencies, want) || st.errors() != 1 || !strings.Contains(st.firstError, "failed") {
+		t.Fatalf("latencies %v, errors %d (%q); want %v and the failed one", st.latencies, st.errors(), st.firstError, want)
+	}
+	if err := parseTransactionLog([]byte("0 1 1250\n"), &st); err == nil {
+		t.Fatal("a line of three fields parsed")
 	}
 }

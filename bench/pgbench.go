@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -105,21 +106,7 @@ func (p *pgbench) runVariant(ctx context.Context, script string, sets map[string
 }
 
 func (p *pgbench) bench(ctx context.Context, name string, files []string, d time.Duration, vars map[string]string) (pgbenchResult, error) {
-	args := []string{
-		"-n", // the pgbench_* tables do not exist: no vacuum of them
-		"-h", p.socketDir, "-p", "5432", "-U", "postgres",
-		"-c", strconv.Itoa(p.conns), "-j", strconv.Itoa(min(2, p.conns)),
-		"-M", "prepared",
-		"-T", strconv.Itoa(int(math.Ceil(d.Seconds()))),
-	}
-	for _, f := range files {
-		args = append(args, "-f", f)
-	}
-	for k, v := range vars {
-		args = append(args, "-D", k+"="+v)
-	}
-	args = append(args, "postgres")
-	cmd := exec.CommandContext(ctx, p.path, args...)
+	cmd := p.command(ctx, files, d, vars, p.conns)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return pgbenchResult{}, fmt.Errorf("pgbench %s: %w\n%s", name, err, out)
@@ -132,4 +119,89 @@ func (p *pgbench) bench(ctx context.Context, name string, files []string, d time
 	r.tps, _ = strconv.ParseFloat(string(tps[1]), 64)
 	r.transactions, _ = strconv.Atoi(string(n[1]))
 	return r, nil
+}
+
+// command is pgbench running files for d (whole seconds) on conns
+// connections with prepared statements, and the extra flags.
+func (p *pgbench) command(ctx context.Context, files []string, d time.Duration, vars map[string]string, conns int, extra ...string) *exec.Cmd {
+	args := []string{
+		"-n", // the pgbench_* tables do not exist: no vacuum of them
+		"-h", p.socketDir, "-p", "5432", "-U", "postgres",
+		"-c", strconv.Itoa(conns), "-j", strconv.Itoa(min(2, conns)),
+		"-M", "prepared",
+		"-T", strconv.Itoa(int(math.Ceil(d.Seconds()))),
+	}
+	for _, f := range files {
+		args = append(args, "-f", f)
+	}
+	for k, v := range vars {
+		args = append(args, "-D", k+"="+v)
+	}
+	args = append(args, extra...)
+	args = append(args, "postgres")
+	return exec.CommandContext(ctx, p.path, args...)
+}
+
+// atRate runs the scenario's mix of scripts at a constant rate (pgbench -R)
+// for d on conns connections, and returns each transaction's latency from
+// its per-transaction log. Under -R pgbench schedules each transaction's
+// start ahead (a Poisson process at the rate) and times it from that
+// scheduled start, so a transaction that waited for a free connection
+// counts its wait, as the open loop's requests do.
+func (p *pgbench) atRate(ctx context.Context, s scenario, rate float64, d time.Duration, conns int, vars map[string]string) (stats, error) {
+	logs, err := os.MkdirTemp(p.scripts, "rate-")
+	if err != nil {
+		return stats{}, err
+	}
+	defer os.RemoveAll(logs)
+	var files []string
+	for _, o := range s.ops {
+		files = append(files, filepath.Join(p.scripts, o.script)+"@"+strconv.Itoa(o.weight))
+	}
+	cmd := p.command(ctx, files, d, vars, conns, "-R", strconv.FormatFloat(rate, 'f', 1, 64), "-l")
+	cmd.Dir = logs // pgbench writes its logs (pgbench_log.PID[.THREAD]) in its working directory
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return stats{}, fmt.Errorf("pgbench -R %.0f %s: %w\n%s", rate, s.name, err, out)
+	}
+	st := stats{elapsed: d}
+	entries, err := os.ReadDir(logs)
+	if err != nil {
+		return stats{}, err
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(logs, e.Name()))
+		if err != nil {
+			return stats{}, err
+		}
+		if err := parseTransactionLog(b, &st); err != nil {
+			return stats{}, fmt.Errorf("pgbench log %s: %w", e.Name(), err)
+		}
+	}
+	if len(st.latencies) == 0 && st.errors() == 0 {
+		return stats{}, fmt.Errorf("pgbench -R %.0f %s logged no transaction", rate, s.name)
+	}
+	slices.Sort(st.latencies)
+	return st, nil
+}
+
+// parseTransactionLog adds the lines of a pgbench per-transaction log
+// ("client_id transaction_no time script_no time_epoch time_us [schedule_lag]",
+// time in microseconds, or "failed" or "skipped") to st.
+func parseTransactionLog(b []byte, st *stats) error {
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 6 {
+			return fmt.Errorf("a line of %d fields: %q", len(f), line)
+		}
+		us, err := strconv.ParseFloat(f[2], 64)
+		if err != nil { // "failed" or "skipped": pgbench's own words for a transaction it did not complete
+			st.failed.server++
+			if st.firstError == "" {
+				st.firstError = "pgbench: a transaction " + f[2]
+			}
+			continue
+		}
+		st.latencies = append(st.latencies, time.Duration(us*float64(time.Microsecond)))
+	}
+	return nil
 }
