@@ -286,6 +286,8 @@ func TestPgbenchScriptsRunTheServiceSQL(t *testing.T) {
 			map[int]string{1: ":id", 2: ":uid", 3: "NULL", 4: "NULL"}},
 		{"delete.sql", httptest.NewRequest("DELETE", "/api/1/tasks/17", nil),
 			map[int]string{1: ":id", 2: ":uid", 3: "NULL"}},
+		{"purge.sql", httptest.NewRequest("DELETE", "/api/1/trash/17", nil),
+			map[int]string{1: ":uid", 2: ":id"}},
 		{"list-304.sql", func() *http.Request {
 			r := httptest.NewRequest("GET", "/api/1/tasks", nil)
 			r.Header.Set("If-None-Match", listETag("1", 100))

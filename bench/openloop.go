@@ -523,14 +523,15 @@ func (rep openLoopReport) writeAlone(b *strings.Builder) {
 	if conns == 0 {
 		return
 	}
-	fmt.Fprintf(b, "\n### PostgreSQL alone at the same rate\n\nAfter each scenario's run at %.0f %%, pgbench runs the scenario's "+
-		"statements (the table's ceiling) straight against the database at the same rate (`pgbench -R`, prepared "+
+	fmt.Fprintf(b, "\n### PostgreSQL alone at the same rate\n\nRight after each scenario's run at %.0f %%, pgbench runs the "+
+		"scenario's statements (the table's ceiling) straight against the database at the same rate (`pgbench -R`, prepared "+
 		"statements) for %s, on %d connections: as many as the service's pool, which bounds the transactions the service "+
-		"runs at once. pgbench times each transaction from its scheduled start, so one that waited for a free connection "+
-		"counts its wait, as the service's requests do; its schedule is random (a Poisson process at the rate), where the "+
-		"open loop's is even, so its arrivals bunch more. Beside it a connection merges the search index's pending list "+
-		"every %s, as the service does while it writes. Where PostgreSQL alone misses the goal, no service in front of "+
-		"it meets it on this machine.\n\n", openLoopGoalShare*100, rep.o.duration, conns, searchIndexMergeEvery)
+		"runs at once. Like the table's ceiling it has no warm-up of its own: the service's run has just warmed the database. "+
+		"pgbench times each transaction from its scheduled start, so one that waited for a free connection counts its wait, "+
+		"as the service's requests do; but its schedule is random (a Poisson process at the rate), where the open loop's is "+
+		"even, so its arrivals bunch more. Beside it a connection merges the search index's pending list every %s, as the "+
+		"service does while it writes. Neither run bounds the other: PostgreSQL alone says what tail the database itself "+
+		"has at that rate on this machine at that moment.\n\n", openLoopGoalShare*100, rep.o.duration, conns, searchIndexMergeEvery)
 	b.WriteString("| scenario | rate req/s | service p50 | service p99 | service p99.9 | PostgreSQL alone: transactions | p50 | p99 | p99.9 | failed |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.scenarios {

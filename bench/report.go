@@ -318,7 +318,8 @@ func (t table) writesSection(command string) string {
 	b.WriteString(provenance(t.host, command))
 	fmt.Fprintf(&b, "Each write scenario of the table ran against this service and then against the service at commit %s, "+
 		"built from git and started beside it on an embedded PostgreSQL of its own, seeded the same way; the same load, in "+
-		"the same run. At the baseline a delete removed the task; now it moves it to the trash.\n\n", t.baseline)
+		"the same run. At the baseline a delete removed the task; now it moves it to the trash, and purge (`DELETE /trash/{id}`) "+
+		"deletes a trashed task for good: purge's row is measured against the baseline's delete.\n\n", t.baseline)
 	b.WriteString(t.writesMarkdown())
 	return b.String()
 }

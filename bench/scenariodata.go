@@ -205,3 +205,45 @@ func trashRest(ctx context.Context, conn *pgx.Conn, pool deletePool) error {
 	}
 	return nil
 }
+
+// makePurgePool makes a pool as makeDeletePool does and moves it to the
+// trash, from where purge deletes its tasks for good.
+func makePurgePool(ctx context.Context, t *setup, o options, rate float64) error {
+	if err := makeDeletePool(ctx, t, o, rate); err != nil {
+		return err
+	}
+	return trashDeletePool(ctx, t)
+}
+
+// remakePurgePool gives pgbench a fresh pool in the trash (the service's run
+// deleted part of the last one for good), and its script where the pool
+// starts and how its clients share it.
+func remakePurgePool(ctx context.Context, t *setup, o options) (map[string]string, error) {
+	if err := makePurgePool(ctx, t, o, 0); err != nil {
+		return nil, err
+	}
+	return map[string]string{"n": "-1", "clients": strconv.Itoa(o.conns), "pool_first": strconv.FormatInt(t.pool.first, 10)}, nil
+}
+
+// checkPurgePool checks that each of pgbench's transactions deleted a task of
+// the pool for good (so none found its task gone, which would flatter the
+// ceiling); what is left of the pool stays in the trash.
+func checkPurgePool(ctx context.Context, t *setup, o options, transactions int) error {
+	conn, err := pgx.Connect(ctx, t.db.databaseURL(nil))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var left int64
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM tasks WHERE id BETWEEN $1 AND $2`, t.pool.first, t.pool.last).Scan(&left); err != nil {
+		return err
+	}
+	// A transaction cut off at the end of the run may have committed
+	// without being counted: at most one per client.
+	gone := int(t.pool.last - t.pool.first + 1 - left)
+	if gone < transactions || gone > transactions+o.conns {
+		return fmt.Errorf("pgbench's purge run counted %d transactions but deleted %d tasks of the pool (%d..%d): the pool was too small",
+			transactions, gone, t.pool.first, t.pool.last)
+	}
+	return nil
+}

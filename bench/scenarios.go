@@ -12,47 +12,55 @@ import (
 type op struct {
 	script string
 	build  func(rng *rand.Rand, u *user) request
+	// takes: each request takes a task of the scenario's pool
+	// (user.doomed.take()), so it can only be built as it is sent
+	takes bool
 }
 
 var (
 	// mcp-list: the MCP tool list_tasks for the same page as list, through
 	// /mcp as an MCP client sends it (one tools/call, no session), against
 	// the same SQL ceiling.
-	opMCPList = op{"list.sql", func(_ *rand.Rand, _ *user) request {
+	opMCPList = op{script: "list.sql", build: func(_ *rand.Rand, _ *user) request {
 		return request{method: http.MethodPost, path: "/mcp", mcp: true, want: http.StatusOK,
 			body: []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_tasks","arguments":{}}}`)}
 	}}
-	opList = op{"list.sql", func(_ *rand.Rand, u *user) request {
+	opList = op{script: "list.sql", build: func(_ *rand.Rand, u *user) request {
 		return request{method: http.MethodGet, path: "/api/" + u.id + "/tasks", want: http.StatusOK}
 	}}
-	opGet = op{"get.sql", func(rng *rand.Rand, u *user) request {
+	opGet = op{script: "get.sql", build: func(rng *rand.Rand, u *user) request {
 		return request{method: http.MethodGet, path: taskPath(rng, u), want: http.StatusOK}
 	}}
-	opCreate = op{"create.sql", func(rng *rand.Rand, u *user) request {
+	opCreate = op{script: "create.sql", build: func(rng *rand.Rand, u *user) request {
 		body := strconv.AppendUint([]byte(`{"title":"New task `), rng.Uint64N(1e9), 10)
 		return request{method: http.MethodPost, path: "/api/" + u.id + "/tasks", body: append(body, `"}`...), want: http.StatusCreated}
 	}}
-	opUpdate = op{"update.sql", func(rng *rand.Rand, u *user) request {
+	opUpdate = op{script: "update.sql", build: func(rng *rand.Rand, u *user) request {
 		body := strconv.AppendUint([]byte(`{"title":"Renamed `), rng.Uint64N(1e9), 10)
 		return request{method: http.MethodPut, path: taskPath(rng, u), body: append(body, `"}`...), want: http.StatusOK}
 	}}
-	opToggle = op{"toggle.sql", func(rng *rand.Rand, u *user) request {
+	opToggle = op{script: "toggle.sql", build: func(rng *rand.Rand, u *user) request {
 		return request{method: http.MethodPatch, path: taskPath(rng, u) + "/complete", want: http.StatusOK}
 	}}
 	// An incremental sync of 100 changes: from the token the user's feed
 	// gave before its 100 seeded tasks were created (user.since).
-	opChanges = op{"changes.sql", func(_ *rand.Rand, u *user) request {
+	opChanges = op{script: "changes.sql", build: func(_ *rand.Rand, u *user) request {
 		return request{method: http.MethodGet, path: "/api/" + u.id + "/changes?since=" + u.since + "&limit=100", want: http.StatusOK}
 	}}
 	// The list a client has already: If-None-Match with its current ETag.
-	opList304 = op{"list-304.sql", func(_ *rand.Rand, u *user) request {
+	opList304 = op{script: "list-304.sql", build: func(_ *rand.Rand, u *user) request {
 		return request{method: http.MethodGet, path: "/api/" + u.id + "/tasks", ifNoneMatch: u.listETag, want: http.StatusNotModified}
 	}}
 	// A delete (to the trash) of the user's next task of the pool made for
 	// the delete scenario (see deletePool): each request finds a live task.
-	opDelete = op{"delete.sql", func(_ *rand.Rand, u *user) request {
+	opDelete = op{script: "delete.sql", build: func(_ *rand.Rand, u *user) request {
 		return request{method: http.MethodDelete, path: "/api/" + u.id + "/tasks/" + strconv.FormatInt(u.doomed.take(), 10), want: http.StatusNoContent}
-	}}
+	}, takes: true}
+	// A delete for good of the user's next task of the pool made for the
+	// purge scenario, which is in the trash (see makePurgePool).
+	opPurge = op{script: "purge.sql", build: func(_ *rand.Rand, u *user) request {
+		return request{method: http.MethodDelete, path: "/api/" + u.id + "/trash/" + strconv.FormatInt(u.doomed.take(), 10), want: http.StatusNoContent}
+	}, takes: true}
 )
 
 // taskPath names one of the user's existing tasks, at random.
@@ -74,6 +82,10 @@ type scenario struct {
 	// needs, when not nil, prepares what the scenario's requests and
 	// pgbench's transactions consume (delete's pool of tasks).
 	needs *scenarioNeeds
+	// baseline names the scenario run against -baseline in this one's
+	// place, when the baseline's API did the same work another way; "":
+	// this one.
+	baseline string
 }
 
 // scenarioNeeds prepares the data a scenario uses up.
@@ -109,6 +121,10 @@ var scenarios = []scenario{
 	newScenario("toggle", weightedOp{opToggle, 1}).writes(),
 	newScenario("delete", weightedOp{opDelete, 1}).writes().with(&scenarioNeeds{
 		service: makeDeletePool, ceiling: restoreDeletePool, after: checkDeletePool, done: trashDeletePool}),
+	// A delete for good: what a delete was at the baseline, which runs its
+	// delete scenario in this one's place (atBaseline).
+	newScenario("purge", weightedOp{opPurge, 1}).writes().with(&scenarioNeeds{
+		service: makePurgePool, ceiling: remakePurgePool, after: checkPurgePool}).as("delete"),
 	newScenario("mixed", weightedOp{opList, 70}, weightedOp{opGet, 10}, weightedOp{opCreate, 10},
 		weightedOp{opUpdate, 5}, weightedOp{opToggle, 5}),
 }
@@ -116,6 +132,16 @@ var scenarios = []scenario{
 func (s scenario) writes() scenario { s.write = true; return s }
 
 func (s scenario) with(n *scenarioNeeds) scenario { s.needs = n; return s }
+
+func (s scenario) as(baseline string) scenario { s.baseline = baseline; return s }
+
+// atBaseline is the scenario run against -baseline for s.
+func (s scenario) atBaseline() scenario {
+	if s.baseline == "" {
+		return s
+	}
+	return scenarioNamed(s.baseline)
+}
 
 func scenarioNames() []string {
 	names := make([]string, len(scenarios))

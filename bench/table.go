@@ -82,7 +82,7 @@ func runTable(ctx context.Context, o options, w *workspace, stdout, progress io.
 				return err
 			}
 			if base != nil && sc.write {
-				if r.base, err = measureBaseline(ctx, o, base, baseDrv, sc, baseMeter, progress); err != nil {
+				if r.base, err = measureBaseline(ctx, o, base, baseDrv, sc.atBaseline(), baseMeter, progress); err != nil {
 					return err
 				}
 			}

@@ -51,12 +51,12 @@ func newWrkLoad(dir string, l *load) (*wrkLoad, error) {
 }
 
 // supports reports whether wrk can run s: every scenario whose requests can
-// be built in advance. Not delete: each of its requests takes a task of a
-// pool (user.doomed.take()), which must not be taken ahead of the run nor
-// deleted twice when wrk cycles.
+// be built in advance. Not delete and purge: each of their requests takes a
+// task of a pool (user.doomed.take()), which must not be taken ahead of the
+// run nor deleted twice when wrk cycles.
 func (w *wrkLoad) supports(s scenario) bool {
 	for _, o := range s.ops {
-		if o.script == opDelete.script {
+		if o.takes {
 			return false
 		}
 	}

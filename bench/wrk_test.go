@@ -191,7 +191,7 @@ func TestWrkCountsErrorStatuses(t *testing.T) {
 func TestWrkSupports(t *testing.T) {
 	w := &wrkLoad{}
 	for _, s := range scenarios {
-		if got, want := w.supports(s), s.name != "delete"; got != want {
+		if got, want := w.supports(s), s.name != "delete" && s.name != "purge"; got != want {
 			t.Errorf("supports(%s) = %v, want %v", s.name, got, want)
 		}
 	}
