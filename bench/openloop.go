@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -328,14 +327,12 @@ func aloneConns(o options) int {
 // searchIndexMergeEvery, as the service merges it while it writes (without,
 // an insert that finds the list full merges everyone's keys itself).
 func runAlone(ctx context.Context, o options, s *setup, pg *pgbench, sc scenario, rate float64) (stats, error) {
+	o.conns = pg.conns // pgbench's clients, whom a pool's numbering and check follow
 	var vars map[string]string
 	if sc.needs != nil && sc.needs.ceiling != nil {
 		var err error
 		if vars, err = sc.needs.ceiling(ctx, s, o); err != nil {
 			return stats{}, err
-		}
-		if _, ok := vars["clients"]; ok {
-			vars["clients"] = strconv.Itoa(pg.conns) // the delete pool's numbering follows pgbench's clients
 		}
 	}
 	var st stats
@@ -347,9 +344,7 @@ func runAlone(ctx context.Context, o options, s *setup, pg *pgbench, sc scenario
 		return stats{}, err
 	}
 	if sc.needs != nil && sc.needs.after != nil {
-		ao := o
-		ao.conns = pg.conns
-		if err := sc.needs.after(ctx, s, ao, len(st.latencies)); err != nil {
+		if err := sc.needs.after(ctx, s, o, len(st.latencies)); err != nil {
 			return stats{}, err
 		}
 	}

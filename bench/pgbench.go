@@ -76,11 +76,17 @@ type pgbenchResult struct {
 // transaction is what one request of the service sends: one statement, or
 // the pipeline of one batch. vars are set for every client (pgbench -D).
 func (p *pgbench) run(ctx context.Context, s scenario, d time.Duration, vars map[string]string) (pgbenchResult, error) {
+	return p.bench(ctx, s.name, p.scriptsOf(s), d, vars)
+}
+
+// scriptsOf is the scenario's mix as pgbench's -f arguments: each op's
+// script with its weight.
+func (p *pgbench) scriptsOf(s scenario) []string {
 	var files []string
 	for _, o := range s.ops {
 		files = append(files, filepath.Join(p.scripts, o.script)+"@"+strconv.Itoa(o.weight))
 	}
-	return p.bench(ctx, s.name, files, d, vars)
+	return files
 }
 
 // runVariant runs one script with some of its \set lines replaced (the
@@ -154,11 +160,7 @@ func (p *pgbench) atRate(ctx context.Context, s scenario, rate float64, d time.D
 		return stats{}, err
 	}
 	defer os.RemoveAll(logs)
-	var files []string
-	for _, o := range s.ops {
-		files = append(files, filepath.Join(p.scripts, o.script)+"@"+strconv.Itoa(o.weight))
-	}
-	cmd := p.command(ctx, files, d, vars, conns, "-R", strconv.FormatFloat(rate, 'f', 1, 64), "-l")
+	cmd := p.command(ctx, p.scriptsOf(s), d, vars, conns, "-R", strconv.FormatFloat(rate, 'f', 1, 64), "-l")
 	cmd.Dir = logs // pgbench writes its logs (pgbench_log.PID[.THREAD]) in its working directory
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return stats{}, fmt.Errorf("pgbench -R %.0f %s: %w\n%s", rate, s.name, err, out)

@@ -157,7 +157,13 @@ func restoreDeletePool(ctx context.Context, t *setup, o options) (map[string]str
 		t.pool.first, t.pool.last); err != nil {
 		return nil, fmt.Errorf("restore the delete pool: %w", err)
 	}
-	return map[string]string{"n": "-1", "clients": strconv.Itoa(o.conns), "pool_first": strconv.FormatInt(t.pool.first, 10)}, nil
+	return poolVars(t, o), nil
+}
+
+// poolVars tell a pool's script (delete.sql, purge.sql) where the pool
+// starts and how its o.conns clients share it.
+func poolVars(t *setup, o options) map[string]string {
+	return map[string]string{"n": "-1", "clients": strconv.Itoa(o.conns), "pool_first": strconv.FormatInt(t.pool.first, 10)}
 }
 
 // checkDeletePool checks that each of pgbench's transactions trashed a task
@@ -222,7 +228,7 @@ func remakePurgePool(ctx context.Context, t *setup, o options) (map[string]strin
 	if err := makePurgePool(ctx, t, o, 0); err != nil {
 		return nil, err
 	}
-	return map[string]string{"n": "-1", "clients": strconv.Itoa(o.conns), "pool_first": strconv.FormatInt(t.pool.first, 10)}, nil
+	return poolVars(t, o), nil
 }
 
 // checkPurgePool checks that each of pgbench's transactions deleted a task of
