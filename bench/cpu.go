@@ -12,11 +12,13 @@ type cpuUse struct {
 	postgres time.Duration // the postmaster and its children, exited ones included
 	bench    time.Duration // this process: the load generator
 	machine  time.Duration // every CPU's busy time, whoever spent it
+	stolen   time.Duration // the part of machine the hypervisor gave to other guests
 	backends int           // the postmaster's live children
 }
 
 func (u cpuUse) sub(v cpuUse) cpuUse {
-	return cpuUse{u.service - v.service, u.postgres - v.postgres, u.bench - v.bench, u.machine - v.machine, u.backends}
+	return cpuUse{service: u.service - v.service, postgres: u.postgres - v.postgres, bench: u.bench - v.bench,
+		machine: u.machine - v.machine, stolen: u.stolen - v.stolen, backends: u.backends}
 }
 
 // during runs f and returns the CPU time each part spent meanwhile; nil

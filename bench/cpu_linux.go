@@ -58,7 +58,7 @@ func (m cpuMeter) read() (cpuUse, error) {
 		return u, err
 	}
 	u.bench = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	u.machine, err = machineBusy()
+	u.machine, u.stolen, err = machineTimes()
 	return u, err
 }
 
@@ -87,24 +87,36 @@ func readProcStat(pid int) (procStat, error) {
 	return procStat{ppid: int(n(1)), utime: n(11), stime: n(12), cutime: n(13), cstime: n(14)}, nil
 }
 
-// machineBusy is the time all CPUs spent not idle, from /proc/stat.
-func machineBusy() (time.Duration, error) {
+// machineTimes is the time all CPUs spent not idle, and the part of it the
+// hypervisor gave to other guests (steal), from /proc/stat.
+func machineTimes() (busy, stolen time.Duration, err error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	return parseCPULine(line)
+}
+
+// parseCPULine reads /proc/stat's first line: "cpu user nice system idle
+// iowait irq softirq steal ...", in clock ticks. Busy is all but idle and
+// iowait; steal is time this machine's CPUs were runnable but ran another
+// guest, which a guest's clock counts as spent.
+func parseCPULine(line string) (busy, stolen time.Duration, err error) {
+	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
-		return 0, fmt.Errorf("/proc/stat: unexpected format")
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected format")
 	}
-	var busy int64
+	var ticks, steal int64
 	for i, v := range f[1:9] {
 		if i == 3 || i == 4 { // idle, iowait
 			continue
 		}
 		n, _ := strconv.ParseInt(v, 10, 64)
-		busy += n
+		ticks += n
+		if i == 7 {
+			steal = n
+		}
 	}
-	return time.Duration(busy) * clockTick, nil
+	return time.Duration(ticks) * clockTick, time.Duration(steal) * clockTick, nil
 }

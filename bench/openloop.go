@@ -455,20 +455,24 @@ func (rep openLoopReport) markdown() string {
 		"fresh pool before each run, sized for twice its rate over warm-up and run, and what is left of it goes to the " +
 		"trash afterwards; list-304 reads the users' current ETags before each run.\n\n")
 
-	b.WriteString("| scenario | capacity req/s | load | rate req/s | sent req/s | requests | p50 | p99 | p99.9 | max | errors | late > 1 ms | lag p99 | waited | CPU busy |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| scenario | capacity req/s | load | rate req/s | sent req/s | requests | p50 | p99 | p99.9 | max | errors | late > 1 ms | lag p99 | waited | CPU busy | stolen |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.scenarios {
 		for i, run := range r.runs {
 			name, capacity := "", ""
 			if i == 0 {
 				name, capacity = r.name, fmt.Sprintf("%.0f", r.capacity.rate())
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.0f %% | %.0f | %.0f | %d | %s | %s | %s | %s | %d | %d | %s | %d | %s |\n", name, capacity,
+			fmt.Fprintf(&b, "| %s | %s | %.0f %% | %.0f | %.0f | %d | %s | %s | %s | %s | %d | %d | %s | %d | %s | %s |\n", name, capacity,
 				run.share*100, run.target, run.achieved, run.st.requests(), ms(run.st.percentile(50)), ms(run.st.percentile(99)),
-				ms(run.st.percentile(99.9)), ms(run.st.percentile(100)), run.st.errors(), run.late, ms(run.lag), run.capped, rep.busy(run))
+				ms(run.st.percentile(99.9)), ms(run.st.percentile(100)), run.st.errors(), run.late, ms(run.lag), run.capped,
+				rep.ofMachine(run, func(c *cpuUse) time.Duration { return c.machine }),
+				rep.ofMachine(run, func(c *cpuUse) time.Duration { return c.stolen }))
 		}
 	}
-	b.WriteString("\n*CPU busy*: the machine's busy time during the run over all its cores' time (/proc/stat).")
+	b.WriteString("\n*CPU busy*: the machine's busy time during the run over all its cores' time (/proc/stat). *Stolen*: the " +
+		"part of it the hypervisor ran other guests on this machine's cores (steal in /proc/stat): time the service, " +
+		"PostgreSQL and the generator were ready to run and could not; their latencies include it.")
 	if rep.anyCapped() {
 		fmt.Fprintf(&b, " A run whose requests *waited* asked for more than the machine serves at a constant rate: requests "+
 			"queued until %d were in flight, and latencies grew with the queue for the rest of the run.", openLoopMaxInFlight)
@@ -561,12 +565,13 @@ func (rep openLoopReport) cpuMeasured() bool {
 	return len(rep.scenarios) > 0
 }
 
-// busy is the share of the machine's CPU time spent during the run.
-func (rep openLoopReport) busy(run openLoopRun) string {
+// ofMachine is the share of the machine's CPU time during the run that
+// part (of the run's CPU use) took.
+func (rep openLoopReport) ofMachine(run openLoopRun, part func(*cpuUse) time.Duration) string {
 	if run.cpu == nil || run.st.elapsed <= 0 {
 		return "?"
 	}
-	return fmt.Sprintf("%.0f %%", 100*run.cpu.machine.Seconds()/run.st.elapsed.Seconds()/float64(rep.host.cores))
+	return fmt.Sprintf("%.0f %%", 100*part(run.cpu).Seconds()/run.st.elapsed.Seconds()/float64(rep.host.cores))
 }
 
 func (rep openLoopReport) section(command string) string {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -171,11 +172,43 @@ func (t table) markdown() string {
 		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", r.scenario,
 			sv.service, sv.postgres, sv.client, sv.other, sv.total(), pb.postgres, pb.client, pb.other, pb.total())
 	}
+	b.WriteString(t.stealNote())
 	if goals := t.goals(); len(goals) > 0 {
 		b.WriteString("\n### Goals of issue 10\n\n")
 		b.WriteString(strings.Join(goals, "\n") + "\n")
 	}
 	return b.String()
+}
+
+// stealNote says how much of the machine's time the hypervisor gave to
+// other guests during the runs (counted in other): the lowest and highest
+// share over the scenarios' runs, the service's and pgbench's.
+func (t table) stealNote() string {
+	if t.host.cores == 0 {
+		return ""
+	}
+	share := func(c *cpuUse, elapsed float64) float64 {
+		if elapsed <= 0 {
+			return 0
+		}
+		return 100 * c.stolen.Seconds() / elapsed / float64(t.host.cores)
+	}
+	var svc, pgb []float64
+	for _, r := range t.rows {
+		svc = append(svc, share(r.cpu, r.st.elapsed.Seconds()))
+		if r.ceiling.tps > 0 {
+			pgb = append(pgb, share(r.ceilingCPU, float64(r.ceiling.transactions)/r.ceiling.tps))
+		}
+	}
+	span := func(v []float64) string {
+		if len(v) == 0 {
+			return "?"
+		}
+		return fmt.Sprintf("%.1f–%.1f %%", slices.Min(v), slices.Max(v))
+	}
+	return fmt.Sprintf("\nThe hypervisor gave other guests %s of the machine's time during the service's runs and %s during "+
+		"pgbench's (steal in /proc/stat, counted in *other*): time that every process here was ready to run and could not.\n",
+		span(svc), span(pgb))
 }
 
 // find is the row of scenario name, if it ran.
