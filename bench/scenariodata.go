@@ -184,11 +184,17 @@ func checkDeletePool(ctx context.Context, t *setup, o options, transactions int)
 	if err := trashRest(ctx, conn, t.pool); err != nil {
 		return err
 	}
-	// A transaction cut off at the end of the run may have committed
-	// without being counted: at most one per client.
-	if trashed < transactions || trashed > transactions+o.conns {
-		return fmt.Errorf("pgbench's delete run counted %d transactions but trashed %d tasks of the pool (%d..%d): the pool was too small",
-			transactions, trashed, t.pool.first, t.pool.last)
+	return checkPoolUse("trashed", trashed, transactions, o.conns, t.pool)
+}
+
+// checkPoolUse checks that a pgbench run of transactions on clients
+// connections used (trashed, deleted) one task of the pool each: a
+// transaction cut off at the end of the run may have committed without
+// being counted, at most one per client.
+func checkPoolUse(did string, used, transactions, clients int, pool deletePool) error {
+	if used < transactions || used > transactions+clients {
+		return fmt.Errorf("pgbench's run counted %d transactions but %s %d tasks of the pool (%d..%d): the pool was too small",
+			transactions, did, used, pool.first, pool.last)
 	}
 	return nil
 }
@@ -244,12 +250,5 @@ func checkPurgePool(ctx context.Context, t *setup, o options, transactions int) 
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM tasks WHERE id BETWEEN $1 AND $2`, t.pool.first, t.pool.last).Scan(&left); err != nil {
 		return err
 	}
-	// A transaction cut off at the end of the run may have committed
-	// without being counted: at most one per client.
-	gone := int(t.pool.last - t.pool.first + 1 - left)
-	if gone < transactions || gone > transactions+o.conns {
-		return fmt.Errorf("pgbench's purge run counted %d transactions but deleted %d tasks of the pool (%d..%d): the pool was too small",
-			transactions, gone, t.pool.first, t.pool.last)
-	}
-	return nil
+	return checkPoolUse("deleted", int(t.pool.last-t.pool.first+1-left), transactions, o.conns, t.pool)
 }
