@@ -172,20 +172,37 @@ func (r floorRound) cpu() floorCPU {
 	}
 }
 
+// stolen is the share of the machine's time the hypervisor gave other
+// guests over the round's three runs; "?" when not known.
+func (r floorRound) stolen(cores int) string {
+	s := r.service
+	if cores == 0 || s.cpu == nil || s.ceilingCPU == nil || r.floor.cpu == nil || s.ceiling.tps <= 0 {
+		return "?"
+	}
+	elapsed := s.st.elapsed.Seconds() + float64(s.ceiling.transactions)/s.ceiling.tps + r.floor.st.elapsed.Seconds()
+	if elapsed <= 0 {
+		return "?"
+	}
+	stolen := s.cpu.stolen + s.ceilingCPU.stolen + r.floor.cpu.stolen
+	return fmt.Sprintf("%.1f %%", 100*stolen.Seconds()/elapsed/float64(cores))
+}
+
 func (r floorRun) markdown() string {
 	var b strings.Builder
 	b.WriteString(r.settings + "\n\n")
-	b.WriteString("| round | service req/s | service CPU | its PostgreSQL | floor req/s | floor CPU | its PostgreSQL | pgbench tps | PostgreSQL CPU (pgbench) | service / PostgreSQL | floor / PostgreSQL | service / floor |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| round | service req/s | service CPU | its PostgreSQL | floor req/s | floor CPU | its PostgreSQL | pgbench tps | PostgreSQL CPU (pgbench) | service / PostgreSQL | floor / PostgreSQL | service / floor | stolen |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	var svcRatio, floorRatio, over []float64
 	for i, rd := range r.rounds {
 		c := rd.cpu()
 		svcRatio, floorRatio, over = append(svcRatio, c.service/c.postgres), append(floorRatio, c.floor/c.postgres), append(over, c.service/c.floor)
-		fmt.Fprintf(&b, "| %d | %.0f | %.3f ms | %.3f ms | %.0f | %.3f ms | %.3f ms | %.0f | %.3f ms | %.2f | %.2f | %.2f |\n", i+1,
+		fmt.Fprintf(&b, "| %d | %.0f | %.3f ms | %.3f ms | %.0f | %.3f ms | %.3f ms | %.0f | %.3f ms | %.2f | %.2f | %.2f | %s |\n", i+1,
 			rd.service.st.rate(), c.service, rd.service.serviceCPU().postgres,
 			rd.floor.st.rate(), c.floor, perRequest(rd.floor.cpu.postgres, rd.floor.st.requests()),
-			rd.service.ceiling.tps, c.postgres, c.service/c.postgres, c.floor/c.postgres, c.service/c.floor)
+			rd.service.ceiling.tps, c.postgres, c.service/c.postgres, c.floor/c.postgres, c.service/c.floor, rd.stolen(r.host.cores))
 	}
+	b.WriteString("\n*Stolen*: the share of the machine's time the hypervisor gave other guests over the round's three runs " +
+		"(steal in /proc/stat), while the service, PostgreSQL or the floor were ready to run.\n")
 	fmt.Fprintf(&b, "\nMedians of the rounds: the service spends %.2f× PostgreSQL's CPU for the statement (goal ≤ %.1f×: %s); "+
 		"the floor %.2f× (%s); the service %.2f× the floor.\n", median(svcRatio), getGoal, met(median(svcRatio) <= getGoal),
 		median(floorRatio), floorVerdict(median(floorRatio)), median(over))

@@ -59,6 +59,17 @@ func TestFloorRunJudgesTheMedianRound(t *testing.T) {
 			t.Errorf("the report lacks %q:\n%s", want, md)
 		}
 	}
+	if !strings.Contains(md, "| 1.50 | ? |") {
+		t.Errorf("stolen without the machine's cores is not \"?\":\n%s", md)
+	}
+	// 20 ms stolen in each of the three 1 s runs, of 2 cores: 1.0 %.
+	r.host.cores = 2
+	for _, c := range []*cpuUse{r.rounds[0].service.cpu, r.rounds[0].service.ceilingCPU, r.rounds[0].floor.cpu} {
+		c.stolen = 20 * time.Millisecond
+	}
+	if md := r.markdown(); !strings.Contains(md, "| 2.00 | 1.33 | 1.50 | 1.0 % |") {
+		t.Errorf("round 1's stolen share is not 1.0 %%:\n%s", md)
+	}
 	r.rounds = r.rounds[2:]
 	if md := r.markdown(); !strings.Contains(md, "1.12× PostgreSQL's CPU for the statement (goal ≤ 1.5×: met)") {
 		t.Errorf("one round under the goal:\n%s", md)
