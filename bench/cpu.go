@@ -70,6 +70,15 @@ func newCPUSplit(service, postgres, client, machine time.Duration, requests int)
 
 func (c cpuSplit) total() float64 { return c.service + c.postgres + c.client + c.other }
 
+// percentOfMachine is d as a percentage of the time cores cores had over
+// elapsed seconds; 0 when either is unknown.
+func percentOfMachine(d time.Duration, elapsed float64, cores int) float64 {
+	if elapsed <= 0 || cores <= 0 {
+		return 0
+	}
+	return 100 * d.Seconds() / elapsed / float64(cores)
+}
+
 // perRequest is a duration per request in milliseconds.
 func perRequest(d time.Duration, n int) float64 {
 	if n == 0 {

@@ -179,12 +179,12 @@ func (r floorRound) stolen(cores int) string {
 	if cores == 0 || s.cpu == nil || s.ceilingCPU == nil || r.floor.cpu == nil || s.ceiling.tps <= 0 {
 		return "?"
 	}
-	elapsed := s.st.elapsed.Seconds() + float64(s.ceiling.transactions)/s.ceiling.tps + r.floor.st.elapsed.Seconds()
+	elapsed := s.st.elapsed.Seconds() + s.ceilingElapsed() + r.floor.st.elapsed.Seconds()
 	if elapsed <= 0 {
 		return "?"
 	}
 	stolen := s.cpu.stolen + s.ceilingCPU.stolen + r.floor.cpu.stolen
-	return fmt.Sprintf("%.1f %%", 100*stolen.Seconds()/elapsed/float64(cores))
+	return fmt.Sprintf("%.1f %%", percentOfMachine(stolen, elapsed, cores))
 }
 
 func (r floorRun) markdown() string {

@@ -571,7 +571,7 @@ func (rep openLoopReport) ofMachine(run openLoopRun, part func(*cpuUse) time.Dur
 	if run.cpu == nil || run.st.elapsed <= 0 {
 		return "?"
 	}
-	return fmt.Sprintf("%.0f %%", 100*part(run.cpu).Seconds()/run.st.elapsed.Seconds()/float64(rep.host.cores))
+	return fmt.Sprintf("%.0f %%", percentOfMachine(part(run.cpu), run.st.elapsed.Seconds(), rep.host.cores))
 }
 
 func (rep openLoopReport) section(command string) string {

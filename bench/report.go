@@ -49,6 +49,14 @@ type besideRun struct {
 
 func (r row) ratio() float64 { return r.st.rate() / r.ceiling.tps }
 
+// ceilingElapsed is how long pgbench's run took, in seconds (0: unknown).
+func (r row) ceilingElapsed() float64 {
+	if r.ceiling.tps <= 0 {
+		return 0
+	}
+	return float64(r.ceiling.transactions) / r.ceiling.tps
+}
+
 // serviceCPU splits the CPU time of the service's run per request.
 func (r row) serviceCPU() cpuSplit {
 	c := *r.cpu
@@ -187,17 +195,11 @@ func (t table) stealNote() string {
 	if t.host.cores == 0 {
 		return ""
 	}
-	share := func(c *cpuUse, elapsed float64) float64 {
-		if elapsed <= 0 {
-			return 0
-		}
-		return 100 * c.stolen.Seconds() / elapsed / float64(t.host.cores)
-	}
 	var svc, pgb []float64
 	for _, r := range t.rows {
-		svc = append(svc, share(r.cpu, r.st.elapsed.Seconds()))
+		svc = append(svc, percentOfMachine(r.cpu.stolen, r.st.elapsed.Seconds(), t.host.cores))
 		if r.ceiling.tps > 0 {
-			pgb = append(pgb, share(r.ceilingCPU, float64(r.ceiling.transactions)/r.ceiling.tps))
+			pgb = append(pgb, percentOfMachine(r.ceilingCPU.stolen, r.ceilingElapsed(), t.host.cores))
 		}
 	}
 	span := func(v []float64) string {
