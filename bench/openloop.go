@@ -73,6 +73,7 @@ type openLoopRun struct {
 	lag      time.Duration // p99 of the time from intended start to send
 	capped   int           // found maxInFlight requests in flight and waited for one to end
 	cpu      *cpuUse       // nil when not measured
+	stalls   *hostStalls   // the host's stalls during the run (stall.go); nil when not measured
 	alone    *stats        // PostgreSQL alone at the same rate (pgbench -R); nil when not run
 }
 
@@ -281,7 +282,9 @@ func measureOpenLoop(ctx context.Context, o options, s *setup, closed driver, op
 			profiled <- nil
 		}
 		cpu, err := meter.during(func() error {
+			probe := startStallProbe()
 			run = open.run(ctx, sc, rate, o.duration)
+			run.stalls = probe.stop()
 			return ctx.Err()
 		})
 		if err := check(err); err != nil {
@@ -455,24 +458,29 @@ func (rep openLoopReport) markdown() string {
 		"fresh pool before each run, sized for twice its rate over warm-up and run, and what is left of it goes to the " +
 		"trash afterwards; list-304 reads the users' current ETags before each run.\n\n")
 
-	b.WriteString("| scenario | capacity req/s | load | rate req/s | sent req/s | requests | p50 | p99 | p99.9 | max | errors | late > 1 ms | lag p99 | waited | CPU busy | stolen |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| scenario | capacity req/s | load | rate req/s | sent req/s | requests | p50 | p99 | p99.9 | max | errors | late > 1 ms | lag p99 | waited | CPU busy | stolen | host stall |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.scenarios {
 		for i, run := range r.runs {
 			name, capacity := "", ""
 			if i == 0 {
 				name, capacity = r.name, fmt.Sprintf("%.0f", r.capacity.rate())
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.0f %% | %.0f | %.0f | %d | %s | %s | %s | %s | %d | %d | %s | %d | %s | %s |\n", name, capacity,
+			fmt.Fprintf(&b, "| %s | %s | %.0f %% | %.0f | %.0f | %d | %s | %s | %s | %s | %d | %d | %s | %d | %s | %s | %s |\n", name, capacity,
 				run.share*100, run.target, run.achieved, run.st.requests(), ms(run.st.percentile(50)), ms(run.st.percentile(99)),
 				ms(run.st.percentile(99.9)), ms(run.st.percentile(100)), run.st.errors(), run.late, ms(run.lag), run.capped,
 				rep.ofMachine(run, func(c *cpuUse) time.Duration { return c.machine }),
-				rep.ofMachine(run, func(c *cpuUse) time.Duration { return c.stolen }))
+				rep.ofMachine(run, func(c *cpuUse) time.Duration { return c.stolen }), run.stalls)
 		}
 	}
 	b.WriteString("\n*CPU busy*: the machine's busy time during the run over all its cores' time (/proc/stat). *Stolen*: the " +
 		"part of it the hypervisor ran other guests on this machine's cores (steal in /proc/stat): time the service, " +
-		"PostgreSQL and the generator were ready to run and could not; their latencies include it.")
+		"PostgreSQL and the generator were ready to run and could not; their latencies include it. ")
+	fmt.Fprintf(&b, "*Host stall*: the latest a thread at real-time priority (SCHED_FIFO), sleeping %s at a time beside the "+
+		"run, woke, and in brackets how many times it woke more than %s late: stalls of the host (the hypervisor, the "+
+		"kernel), which every process on the machine waited through, whatever its priority; ? where it could not run at "+
+		"that priority (it needs root or CAP_SYS_NICE, and Linux). Its own CPU, about a thousand wakeups a second, is "+
+		"counted with the load generator's.", stallProbeSleep, stallOver)
 	if rep.anyCapped() {
 		fmt.Fprintf(&b, " A run whose requests *waited* asked for more than the machine serves at a constant rate: requests "+
 			"queued until %d were in flight, and latencies grew with the queue for the rest of the run.", openLoopMaxInFlight)

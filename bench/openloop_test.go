@@ -165,6 +165,8 @@ func TestOpenLoopSection(t *testing.T) {
 	}
 	create := scenario("create", 12*ms)
 	create.runs[0].cpu = &cpuUse{machine: 1200 * ms, stolen: 100 * ms} // of 2 cores × 1 s
+	create.runs[0].stalls = &hostStalls{realtime: true, wakeups: 900, max: 15 * ms, over: 3}
+	create.runs[1].stalls = &hostStalls{wakeups: 900, max: 15 * ms} // not at real-time priority: not reported
 	create.runs[1].alone = &stats{elapsed: time.Second, latencies: []time.Duration{ms, 2 * ms, 3 * ms, 15 * ms}, failed: errorCounts{server: 1}}
 	rep := openLoopReport{host: host{cores: 2, date: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)}, o: options{conns: 32, pool: 6, warmup: time.Second, duration: 5 * time.Second},
 		users: 50, scenarios: []openLoopScenario{scenario("get", 4*ms), create}}
@@ -172,7 +174,8 @@ func TestOpenLoopSection(t *testing.T) {
 	inOrder(t, page,
 		"<!-- bench:openloop -->\n## Latency at normal load", "Measured 2026-12-02 10:00 UTC", "```sh\ngo run ./bench -openloop -out docs/performance.md\n```",
 		"*How the rate is held constant.*", "t0 + i/rate", "*How coordinated omission is avoided.*", "from the request's intended start",
-		"| get | 400 | 25 % | 100 | 100 | 100 | 1.00 ms | 4.00 ms |", "|  |  | 50 % | 200 |", "| create | 400 | 25 % | 100 | 100 | 100 | 1.00 ms | 12.00 ms | 12.00 ms | 12.00 ms | 0 | 0 | 0.00 ms | 0 | 60 % | 5 % |",
+		"| get | 400 | 25 % | 100 | 100 | 100 | 1.00 ms | 4.00 ms |", "|  |  | 50 % | 200 |", "| create | 400 | 25 % | 100 | 100 | 100 | 1.00 ms | 12.00 ms | 12.00 ms | 12.00 ms | 0 | 0 | 0.00 ms | 0 | 60 % | 5 % | 15.00 ms (3) |",
+		"|  |  | 50 % | 200 | 200 | 100 | 1.00 ms | 12.00 ms | 12.00 ms | 12.00 ms | 0 | 0 | 0.00 ms | 0 | ? | ? | ? |", "*Host stall*",
 		"### PostgreSQL alone at the same rate", "on 6 connections",
 		"| create | 200 | 1.00 ms | 12.00 ms | 12.00 ms | 4 | 2.00 ms | 15.00 ms | 15.00 ms | 1 |",
 		"- get: p99 4.00 ms at 200 req/s: met.", "- create: p99 12.00 ms at 200 req/s (PostgreSQL alone at that rate: 15.00 ms): missed.",
