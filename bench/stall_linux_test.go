@@ -1,6 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -18,4 +23,68 @@ func TestStallProbeRuns(t *testing.T) {
 	if !h.realtime {
 		t.Log("the probe ran at ordinary priority (no root or CAP_SYS_NICE): the report shows ?")
 	}
+}
+
+// When the probe ends, no thread of the process is left at real-time
+// priority.
+func TestStallProbeLeavesNoRealTimeThread(t *testing.T) {
+	p := startStallProbe()
+	time.Sleep(10 * time.Millisecond)
+	if !p.stop().realtime {
+		t.Skip("the probe could not run at real-time priority here")
+	}
+	time.Sleep(20 * time.Millisecond)
+	tasks, err := filepath.Glob("/proc/self/task/*/stat")
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("the process's threads: %v, %v", tasks, err)
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(task)
+		if err != nil {
+			continue // a thread that has exited
+		}
+		// After the command's closing parenthesis, policy is the 39th field (stat's 41st).
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) < 39 {
+			t.Fatalf("%s: %q", task, b)
+		}
+		if fields[38] != "0" {
+			t.Errorf("%s: scheduling policy %s, want 0 (SCHED_OTHER)", task, fields[38])
+		}
+	}
+}
+
+// The probe's thread is not discarded when it ends: the bench starts the
+// service with a parent-death signal (dieWithParent), which Linux sends when
+// the thread that forked the child exits, and a thread the probe locked may
+// be that one. A first version ended locked, so the runtime discarded its
+// thread, and it stopped the measured service in the middle of a run.
+func TestStallProbeKeepsChildrenAlive(t *testing.T) {
+	started := make(chan *exec.Cmd, 1)
+	go func() { // forked from an ordinary goroutine, as service.start does
+		cmd := exec.Command("sleep", "60")
+		cmd.SysProcAttr = dieWithParent()
+		if err := cmd.Start(); err != nil {
+			t.Error(err)
+		}
+		started <- cmd
+	}()
+	cmd := <-started
+	if t.Failed() {
+		return
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for i := range 50 {
+		p := startStallProbe()
+		time.Sleep(time.Millisecond)
+		p.stop()
+		select {
+		case err := <-exited:
+			t.Fatalf("the child exited after %d probes: %v", i+1, err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	_ = cmd.Process.Kill()
+	<-exited
 }
