@@ -4,6 +4,8 @@ import "syscall"
 
 // dieWithParent stops the service (gracefully: SIGINT) if the bench dies
 // without stopping it, so no server is left holding the port and cluster.
+// Linux also sends it when the thread that started the service exits, so no
+// goroutine of the bench may end locked to its thread (see stall_linux.go).
 func dieWithParent() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}
 }
