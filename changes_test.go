@@ -538,7 +538,7 @@ func TestChangeFeedSeesAPurgeOnce(t *testing.T) {
 		}
 		if reads%2 == 1 {
 			// The handler's read: straight from the tasks' rows while no
-			// tombstone follows, merged once one does.
+			// tombstone falls within the page, merged once one does.
 			page, err := q.ChangesAfterJSON(t.Context(), user, 0, 2*n, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -607,7 +607,7 @@ func TestSyncTokenPooledMACs(t *testing.T) {
 
 // The feed's answer is byte for byte what writeChanges writes for
 // ChangesAfter's page: encoded straight from the tasks' rows when no
-// tombstone follows the token, merged with the tombstones when some do, with
+// tombstone falls within the page, merged with the tombstones when some do, with
 // has_more true and false, and through the scanned path when the rows come
 // in text.
 func TestChangesAnswerEncoding(t *testing.T) {
@@ -733,5 +733,91 @@ func TestChangesAnswerEncoding(t *testing.T) {
 	run()
 	if len(seen) != 4 {
 		t.Fatalf("cases %v", seen)
+	}
+}
+
+// roundTrips counts the statements and batches a pool sends.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+// A page of the feed is one round trip unless a task deleted for good has
+// its tombstone within the page: one past a full page is the next page's.
+// A client catching up on a long feed with a purge near its end reads every
+// page before it in one round trip, not two.
+func TestChangesPageRereadsOnlyForTombstonesWithinIt(t *testing.T) {
+	a := startAPI(t)
+	user, tok := a.newUser(t)
+	var ids []int64
+	for i := range 6 {
+		ids = append(ids, a.createTask(t, tok, fmt.Sprintf(`{"title":"t%d"}`, i)).ID)
+	}
+	// The first task goes to the trash and is purged: its tombstone takes the
+	// position after the six creates (7); then two more changes (8, 9).
+	mustStatus(t, a.do(t, "DELETE", fmt.Sprintf("/api/me/tasks/%d", ids[0]), nil, bearer(tok)), http.StatusNoContent)
+	mustStatus(t, a.do(t, "DELETE", fmt.Sprintf("/api/me/trash/%d", ids[0]), nil, bearer(tok)), http.StatusNoContent)
+	for _, id := range ids[1:3] {
+		mustStatus(t, a.do(t, "PATCH", fmt.Sprintf("/api/me/tasks/%d", id), `{"title":"later"}`, bearer(tok)), http.StatusOK)
+	}
+	all, _, err := a.store.Queries.ChangesAfter(t.Context(), user, 0, maxChangesLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tombstone := int64(-1)
+	for _, c := range all {
+		if c.Deleted == ids[0] && c.Task == nil && c.JSON == nil {
+			tombstone = c.Seq
+		}
+	}
+	if tombstone < 0 {
+		t.Fatalf("no tombstone for task %d in %+v", ids[0], all)
+	}
+
+	cfg, err := pgxpool.ParseConfig(a.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trips := &roundTrips{}
+	cfg.ConnConfig.Tracer = trips
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	q := a.store.Queries
+	q.db = pool
+
+	for _, c := range []struct {
+		name  string
+		limit int
+		want  int64
+	}{
+		{"a full page that ends before the tombstone", 2, 1},
+		{"a full page whose last change is just before the tombstone", 3, 1},
+		{"a full page that holds the tombstone", 4, 2},
+		{"the feed's last page, the tombstone in it", maxChangesLimit, 2},
+	} {
+		trips.n.Store(0)
+		page, err := q.ChangesAfterJSON(t.Context(), user, 0, c.limit, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := trips.n.Load(); got != c.want {
+			t.Errorf("%s (limit %d, tombstone at %d, page to %d): %d round trips, want %d", c.name, c.limit, tombstone, page.Last, got, c.want)
+		}
+		want := min(c.limit, len(all))
+		if page.Count != want || page.More != (c.limit < len(all)) {
+			t.Errorf("%s: %d changes (more %v), want %d of %d", c.name, page.Count, page.More, want, len(all))
+		}
 	}
 }

@@ -439,28 +439,31 @@ func appendRawChanges(changes []Change, rows pgx.Rows, userID string, expect int
 func changesPageIsBinary(rows pgx.Rows) bool {
 	fields := rows.FieldDescriptions()
 	return len(fields) == taskColumnCount+2 && rowsAreBinary(rows) &&
-		fieldIsBinary(fields[taskColumnCount], pgtype.Int8OID) && fieldIsBinary(fields[taskColumnCount+1], pgtype.BoolOID)
+		fieldIsBinary(fields[taskColumnCount], pgtype.Int8OID) && fieldIsBinary(fields[taskColumnCount+1], pgtype.Int8OID)
 }
 
 // appendRaw appends the changes in binary rows of sqlChangesPage, read with
 // one more than limit, to the page: each row straight to JSON, as
 // appendChange writes it. The row past limit is not in the page: it only
 // says that more follow. reread says that the page must be read through
-// ChangesAfter instead: a tombstone follows the position (its delete goes
-// in between), or a row came out of position order.
+// ChangesAfter instead: a tombstone falls within the page (its delete goes
+// in between), or a row came out of position order. A tombstone falls
+// within the page unless more follow and it comes after the page's last
+// change: then it is the next page's.
 func (page *ChangesPageJSON) appendRaw(rows pgx.Rows, userID string, limit int) (reread bool, err error) {
+	tombstone := int64(-1) // the first tombstone's position after the token's; -1: none
 	for rows.Next() {
 		raw := rows.RawValues()
 		if len(raw) != taskColumnCount+2 {
 			return false, errBadRow
 		}
-		if raw[colID] == nil { // the row of NULLs: whether a tombstone follows
-			tombstones := raw[taskColumnCount+1]
-			if len(tombstones) != 1 {
+		if raw[colID] == nil { // the row of NULLs: the first tombstone after the position, if any
+			switch first := raw[taskColumnCount+1]; {
+			case first == nil:
+			case len(first) == 8:
+				tombstone = int64(binary.BigEndian.Uint64(first))
+			default:
 				return false, errBadRow
-			}
-			if tombstones[0] != 0 {
-				return true, nil
 			}
 			continue
 		}
@@ -489,6 +492,9 @@ func (page *ChangesPageJSON) appendRaw(rows pgx.Rows, userID string, limit int) 
 		}
 		page.Body = append(page.Body, '}')
 		page.Count, page.Last = page.Count+1, seq
+	}
+	if tombstone >= 0 && (!page.More || tombstone <= page.Last) {
+		return true, nil
 	}
 	return false, rows.Err()
 }
