@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
+	"strconv"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The probe sleeps stallProbeSleep at a time while it runs, and stops
@@ -34,22 +34,21 @@ func TestStallProbeLeavesNoRealTimeThread(t *testing.T) {
 		t.Skip("the probe could not run at real-time priority here")
 	}
 	time.Sleep(20 * time.Millisecond)
-	tasks, err := filepath.Glob("/proc/self/task/*/stat")
+	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil || len(tasks) == 0 {
 		t.Fatalf("the process's threads: %v, %v", tasks, err)
 	}
 	for _, task := range tasks {
-		b, err := os.ReadFile(task)
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		attr, err := unix.SchedGetAttr(tid, 0)
 		if err != nil {
 			continue // a thread that has exited
 		}
-		// After the command's closing parenthesis, policy is the 39th field (stat's 41st).
-		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(fields) < 39 {
-			t.Fatalf("%s: %q", task, b)
-		}
-		if fields[38] != "0" {
-			t.Errorf("%s: scheduling policy %s, want 0 (SCHED_OTHER)", task, fields[38])
+		if attr.Policy != unix.SCHED_NORMAL {
+			t.Errorf("thread %d: scheduling policy %d, want %d (SCHED_OTHER)", tid, attr.Policy, unix.SCHED_NORMAL)
 		}
 	}
 }
